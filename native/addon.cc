@@ -1,0 +1,45 @@
+// Registers every native concept. Context-aware: each Node environment (the main thread or a
+// worker_threads Worker) gets its own AddonData and executor thread.
+#include "device.h"
+#include "executor.h"
+#include "tensor.h"
+
+namespace finetorch {
+
+namespace {
+// The executor is owned by the cleanup hook, which runs whatever the order of env teardown.
+void Cleanup(void* arg) {
+  auto* executor = static_cast<Executor*>(arg);
+  executor->Shutdown();
+  delete executor;
+}
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
+  data->executor = new Executor(env);
+  napi_add_env_cleanup_hook(env, Cleanup, data->executor);
+
+  Napi::Function tensor = TensorWrap::Init(env);
+  data->tensorCtor = Napi::Persistent(tensor);
+  exports.Set("Tensor", tensor);
+  exports.Set("fromData", Napi::Function::New(env, FromData));
+  exports.Set("factory", Napi::Function::New(env, Factory));
+  exports.Set("op", Napi::Function::New(env, Op));
+  exports.Set("opNames", Napi::Function::New(env, OpNames));
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("cudaIsAvailable", Napi::Function::New(env, CudaIsAvailable));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
+  exports.Set("manualSeed", Napi::Function::New(env, ManualSeed));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
+  exports.Set("memory", Napi::Function::New(env, Memory));
+  return exports;
+}
+
+}  // namespace finetorch
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return finetorch::Init(env, exports); }
+
+NODE_API_MODULE(finetorch, InitAddon)

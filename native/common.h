@@ -1,0 +1,77 @@
+// Shared helpers for every native file: error conversion, dtype/device names, tensor metadata.
+#pragma once
+
+#include <napi.h>
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#ifndef TORCH_VERSION_MAJOR
+#error "libtorch headers without torch/version.h are not supported"
+#endif
+
+namespace finetorch {
+
+class Executor;
+
+// Per-addon-instance state (the addon is context-aware: one per Node environment / Worker).
+struct AddonData {
+  Executor* executor = nullptr;
+  Napi::FunctionReference tensorCtor;
+  std::atomic<int64_t> liveTensors{0};
+  std::atomic<int64_t> liveBytes{0};
+};
+
+AddonData& Addon(Napi::Env env);
+
+// The first line of a libtorch message: the part a user can read, without C++ backtraces.
+std::string FirstLine(const std::string& msg);
+
+// The first line of any exception's message (libtorch's c10::Error without its backtrace).
+std::string ExceptionMessage(std::exception_ptr ex);
+
+// Turns any C++ exception into a JS Error; `what` names the operation in the user's terms.
+Napi::Error ToJsError(Napi::Env env, const std::string& what, std::exception_ptr ex);
+
+// Runs `fn` and rethrows whatever it throws as a JS Error (never lets C++ exceptions abort).
+template <typename Fn>
+auto Guard(Napi::Env env, const std::string& what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    throw ToJsError(env, what, std::current_exception());
+  }
+}
+
+at::ScalarType ParseDtype(const std::string& name);
+std::string DtypeName(at::ScalarType t);
+c10::Device ParseDevice(const std::string& name);
+std::string DeviceName(const c10::Device& d);
+
+// A tensor's storage slot. Only the executor thread reads or replaces `t` once the slot has been
+// handed to it, so JS-side metadata reads never race with a running computation.
+struct Slot {
+  at::Tensor t;
+  std::string error;  // set when the queued work that should have produced `t` failed
+  const at::Tensor& get() const;
+};
+using SlotPtr = std::shared_ptr<Slot>;
+
+// Metadata captured on the thread that produced the tensor, read synchronously from JS.
+struct Meta {
+  std::vector<int64_t> shape;
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
+  bool requiresGrad = false;
+  int64_t numel = 0;
+  int64_t nbytes = 0;
+  static Meta Of(const at::Tensor& t);
+};
+
+}  // namespace finetorch

@@ -1,0 +1,85 @@
+// Devices, seeds, threads, versions and memory accounting: the process-wide side of libtorch.
+#include "device.h"
+
+#include "executor.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <regex>
+
+namespace finetorch {
+
+namespace {
+std::string ConfigValue(const std::string& config, const std::string& key) {
+  std::smatch m;
+  std::regex re(key + "=([^,\\s]+)");
+  return std::regex_search(config, m, re) ? m[1].str() : "";
+}
+}  // namespace
+
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("builtWith", TORCH_VERSION);
+  std::string config = at::show_config();
+  std::string runtime = ConfigValue(config, "TORCH_VERSION");
+  o.Set("runtime", runtime.empty() ? env.Null() : Napi::String::New(env, runtime));
+  std::smatch m;
+  std::regex cudaRe("CUDA Runtime ([0-9.]+)");
+  if (std::regex_search(config, m, cudaRe)) o.Set("cuda", m[1].str());
+  else o.Set("cuda", env.Null());
+  o.Set("cudaCompiled", ConfigValue(config, "USE_CUDA") == "ON" || ConfigValue(config, "USE_CUDA") == "1");
+  return o;
+}
+
+Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), "cuda.isAvailable()", [&] {
+    return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+  });
+}
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), "cuda.deviceCount()", [&] {
+    return Napi::Number::New(info.Env(), double(torch::cuda::device_count()));
+  });
+}
+
+// manualSeed(n): queued, so it takes effect between the random work queued before and after it.
+Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+  return Addon(env).executor->Submit<bool>(
+      env, "manualSeed()", [seed] { at::manual_seed(seed); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// The intra-op thread count is per calling thread under OpenMP, so it is set on the executor.
+static std::atomic<int> gNumThreads{0};
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = info[0].As<Napi::Number>().Int32Value();
+  gNumThreads = n;
+  return Addon(env).executor->Submit<bool>(
+      env, "setNumThreads()", [n] { at::set_num_threads(n); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  int n = gNumThreads.load();
+  if (n == 0) n = Addon(info.Env()).executor->numThreadsAtStart();
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value Memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& data = Addon(env);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tensors", double(data.liveTensors.load()));
+  o.Set("bytes", double(data.liveBytes.load()));
+  return o;
+}
+
+}  // namespace finetorch
