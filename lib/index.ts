@@ -1,0 +1,16 @@
+/**
+ * finetorch: fine-tune pretrained PyTorch models from TypeScript, on libtorch.
+ *
+ * @example
+ * import * as torch from 'finetorch';
+ * const x = torch.randn([2, 3]);
+ * console.log(await (await x.sum()).item());
+ */
+export { Tensor, cat, stack } from './tensor';
+export type { TensorData, ValuesIndices, ReduceOptions } from './tensor';
+export { tensor, zeros, ones, empty, full, rand, randn, randint, arange } from './creation';
+export type { TensorOptions, TensorLike } from './creation';
+export { tidy, keep, memory } from './memory';
+export type { MemoryInfo } from './memory';
+export { manualSeed, setNumThreads, getNumThreads, version, cuda } from './runtime';
+export type { DType } from './native';

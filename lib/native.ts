@@ -1,0 +1,81 @@
+/**
+ * The one place that loads the compiled addon (through node-gyp-build: `build/Release` first, then
+ * `prebuilds/`) and declares its typed surface. Nothing else in finetorch `require`s the `.node`.
+ */
+import * as path from 'path';
+
+/** A dtype name as finetorch and PyTorch spell it. */
+export type DType =
+  | 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
+
+/** The raw tensor handle. Metadata getters are synchronous; computation goes through `op`. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: string;
+  requiresGrad: boolean;
+  readonly numel: number;
+  readonly nbytes: number;
+  readonly disposed: boolean;
+  dispose(): void;
+  data(): Promise<Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | BigInt64Array>;
+  item(): Promise<number | boolean>;
+}
+
+export type OpArg = number | boolean | string | number[] | null | undefined;
+
+export interface BuildInfo {
+  builtWith: string;
+  runtime: string | null;
+  cuda: string | null;
+  cudaCompiled: boolean;
+}
+
+export interface Binding {
+  Tensor: new (...args: never[]) => NativeTensor;
+  fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean): NativeTensor;
+  factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;
+  op(name: string, inputs: NativeTensor[], args?: OpArg[]): Promise<NativeTensor | NativeTensor[]>;
+  opNames(): string[];
+  buildInfo(): BuildInfo;
+  cudaIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  manualSeed(seed: number): Promise<void>;
+  setNumThreads(n: number): Promise<void>;
+  getNumThreads(): number;
+  memory(): { tensors: number; bytes: number };
+}
+
+const root = path.resolve(__dirname, '..');
+const rebuildHint =
+  'Rebuild finetorch against the libtorch you have: `npm rebuild finetorch` (or `npm run build:native` in a checkout); ' +
+  '`node scripts/find-libtorch` shows which libtorch a build will use.';
+
+/** Compares the libtorch a binary was compiled with to the one loaded at run time (major.minor). */
+export function checkLibtorchVersion(info: BuildInfo): void {
+  const mm = (v: string) => v.split('.').slice(0, 2).join('.');
+  if (info.runtime !== null && mm(info.runtime) !== mm(info.builtWith)) {
+    throw new Error(
+      `finetorch was built against libtorch ${info.builtWith} but libtorch ${info.runtime} is loaded. ${rebuildHint}`,
+    );
+  }
+}
+
+function load(): Binding {
+  let binding: Binding;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require('node-gyp-build')(root) as Binding;
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/libtorch|libc10|cannot open shared object/.test(msg)) {
+      throw new Error(`finetorch could not load libtorch: ${msg.split('\n')[0]}. ${rebuildHint}`);
+    }
+    throw err;
+  }
+  checkLibtorchVersion(binding.buildInfo());
+  return binding;
+}
+
+/** The loaded addon. */
+export const native: Binding = load();

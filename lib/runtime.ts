@@ -1,0 +1,63 @@
+/**
+ * Process-wide settings: seeds, threads, versions, CUDA queries.
+ */
+import * as check from './check';
+import { native } from './native';
+
+/**
+ * Seeds libtorch's generators (CPU and CUDA). Queued in order: random work requested after it
+ * draws from the new seed.
+ *
+ * @example
+ * torch.manualSeed(42);
+ * const a = torch.randn([3]);
+ */
+export function manualSeed(seed: number): Promise<void> {
+  check.integer(seed, 'manualSeed(): seed', 0, Number.MAX_SAFE_INTEGER);
+  return native.manualSeed(seed);
+}
+
+/**
+ * Sets libtorch's intra-op thread count for finetorch's computations.
+ *
+ * @example
+ * await torch.setNumThreads(2);
+ */
+export function setNumThreads(n: number): Promise<void> {
+  check.integer(n, 'setNumThreads(): n', 1, 1024);
+  return native.setNumThreads(n);
+}
+
+/** libtorch's intra-op thread count. @example console.log(torch.getNumThreads()); */
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+const info = native.buildInfo();
+
+/**
+ * Versions: `libtorch` (the one loaded), `builtWith` (compiled against), `cuda` (CUDA runtime
+ * version, or null for a CPU build).
+ *
+ * @example
+ * console.log(torch.version.libtorch, torch.version.cuda);
+ */
+export const version: Readonly<{ libtorch: string; builtWith: string; cuda: string | null; finetorch: string }> = Object.freeze({
+  libtorch: info.runtime ?? info.builtWith,
+  builtWith: info.builtWith,
+  cuda: info.cuda,
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  finetorch: (require('../package.json') as { version: string }).version,
+});
+
+/** CUDA queries. */
+export const cuda = {
+  /** Whether libtorch sees a usable CUDA device. @example if (torch.cuda.isAvailable()) {...} */
+  isAvailable(): boolean {
+    return native.cudaIsAvailable();
+  },
+  /** The number of visible CUDA devices. @example torch.cuda.deviceCount() */
+  deviceCount(): number {
+    return native.cudaIsAvailable() ? native.cudaDeviceCount() : 0;
+  },
+};
