@@ -14,3 +14,5 @@ export { tidy, keep, memory } from './memory';
 export type { MemoryInfo } from './memory';
 export { manualSeed, setNumThreads, getNumThreads, version, cuda } from './runtime';
 export type { DType } from './native';
+export { noGrad, enableGrad } from './autograd';
+export * as jit from './jit';

@@ -31,11 +31,34 @@ export interface BuildInfo {
   cudaCompiled: boolean;
 }
 
+/** What the executor reports about a TorchScript module. */
+export interface ModuleSnapshot {
+  parameters: [string, NativeTensor][];
+  buffers: [string, NativeTensor][];
+  modules: { name: string; type: string; training: boolean }[];
+  methods: { name: string; returns: string; args: { name: string; type: string; hasDefault: boolean }[] }[];
+  traced: boolean;
+}
+
+/** The raw TorchScript module handle; every method is queued on the executor. */
+export interface NativeModule {
+  readonly disposed: boolean;
+  snapshot(): Promise<ModuleSnapshot>;
+  save(path: string): Promise<void>;
+  runMethod(name: string, inputs: unknown[], grad?: boolean): Promise<unknown>;
+  setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
+  to(device: string | null, dtype: string | null): Promise<void>;
+  replaceLinear(path: string, outFeatures: number): Promise<void>;
+  dispose(): void;
+}
+
 export interface Binding {
+  ScriptModule: new (...args: never[]) => NativeModule;
+  loadModule(source: string | Buffer, device: string): Promise<NativeModule>;
   Tensor: new (...args: never[]) => NativeTensor;
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;
-  op(name: string, inputs: NativeTensor[], args?: OpArg[]): Promise<NativeTensor | NativeTensor[]>;
+  op(name: string, inputs: NativeTensor[], args?: OpArg[], grad?: boolean): Promise<NativeTensor | NativeTensor[]>;
   opNames(): string[];
   buildInfo(): BuildInfo;
   cudaIsAvailable(): boolean;
@@ -75,6 +98,16 @@ function load(): Binding {
   }
   checkLibtorchVersion(binding.buildInfo());
   return binding;
+}
+
+/**
+ * A script for a child `node -e` that loads a TorchScript file with the same addon and exits 0 on
+ * success, 1 with the error on stdout otherwise (a crash shows as a signal).
+ */
+export function probeLoadScript(file: string, device: string): string {
+  return `require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(root)})` +
+    `.loadModule(${JSON.stringify(file)}, ${JSON.stringify(device)})` +
+    `.then(() => process.exit(0), (e) => { process.stdout.write(e.message); process.exit(1); });`;
 }
 
 /** The loaded addon. */

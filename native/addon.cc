@@ -2,6 +2,7 @@
 // worker_threads Worker) gets its own AddonData and executor thread.
 #include "device.h"
 #include "executor.h"
+#include "script_module.h"
 #include "tensor.h"
 
 namespace finetorch {
@@ -24,6 +25,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function tensor = TensorWrap::Init(env);
   data->tensorCtor = Napi::Persistent(tensor);
   exports.Set("Tensor", tensor);
+  exports.Set("ScriptModule", ModuleWrap::Init(env));
+  exports.Set("loadModule", Napi::Function::New(env, LoadModule));
   exports.Set("fromData", Napi::Function::New(env, FromData));
   exports.Set("factory", Napi::Function::New(env, Factory));
   exports.Set("op", Napi::Function::New(env, Op));

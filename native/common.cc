@@ -10,6 +10,17 @@ namespace finetorch {
 AddonData& Addon(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 std::string FirstLine(const std::string& msg) {
+  // TorchScript wraps the real error after a traceback: keep its final "RuntimeError: ..." line.
+  if (msg.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
+    auto pos = msg.rfind("Error: ");
+    if (pos != std::string::npos) {
+      auto start = msg.rfind('\n', pos);
+      std::string tail = msg.substr(pos + 7);
+      auto nl = tail.find('\n');
+      (void)start;
+      return nl == std::string::npos ? tail : tail.substr(0, nl);
+    }
+  }
   auto end = msg.find('\n');
   std::string line = end == std::string::npos ? msg : msg.substr(0, end);
   while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();

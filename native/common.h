@@ -22,6 +22,7 @@ class Executor;
 struct AddonData {
   Executor* executor = nullptr;
   Napi::FunctionReference tensorCtor;
+  Napi::FunctionReference moduleCtor;
   std::atomic<int64_t> liveTensors{0};
   std::atomic<int64_t> liveBytes{0};
 };

@@ -159,7 +159,7 @@ Arg ParseArg(Napi::Env env, const Napi::Value& v) {
 
 }  // namespace
 
-// op(name, inputs: Tensor[], args: unknown[]): Promise<Tensor | Tensor[]>
+// op(name, inputs: Tensor[], args: unknown[], grad = true): Promise<Tensor | Tensor[]>
 Napi::Value Op(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>();
@@ -174,9 +174,11 @@ Napi::Value Op(const Napi::CallbackInfo& info) {
     Napi::Array raw = info[2].As<Napi::Array>();
     for (uint32_t i = 0; i < raw.Length(); i++) args.push_back(ParseArg(env, raw.Get(i)));
   }
+  bool grad = info.Length() > 3 ? info[3].ToBoolean().Value() : true;
   return Addon(env).executor->Submit<OpOut>(
       env, name,
-      [fn, slots, args] {
+      [fn, slots, args, grad] {
+        at::AutoGradMode mode(grad);
         Ts ts;
         ts.reserve(slots.size());
         for (auto& s : slots) ts.push_back(s->get());

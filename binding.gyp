@@ -1,0 +1,25 @@
+{
+  "targets": [
+    {
+      "target_name": "finetorch",
+      "sources": [
+        "native/addon.cc", "native/common.cc", "native/device.cc", "native/executor.cc",
+        "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(node scripts/find-libtorch --include)"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "<!@(node scripts/find-libtorch --cxxflags)"],
+      "ldflags": [
+        "-Wl,--no-as-needed",
+        "-L<!(node scripts/find-libtorch --libdir)",
+        "-Wl,-rpath,<!(node scripts/find-libtorch --libdir)"
+      ],
+      "libraries": ["<!@(node scripts/find-libtorch --libs)"]
+    }
+  ]
+}

@@ -1,0 +1,322 @@
+/**
+ * `ScriptModule`: a TorchScript model loaded into libtorch, with the fine-tuning verbs (freeze,
+ * unfreeze, replaceHead) and inspection (namedParameters, summary).
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { isGradEnabled } from '../autograd';
+import * as check from '../check';
+import { keep } from '../memory';
+import { native, type DType, type ModuleSnapshot, type NativeModule, type NativeTensor } from '../native';
+import { Tensor } from '../tensor';
+import { nameMatcher, type NamePattern } from './patterns';
+
+/** A submodule as `namedModules()` reports it. */
+export interface ModuleInfo {
+  /** Dotted path ('' for the root). */
+  name: string;
+  /** Python type name, e.g. `torch.nn.modules.linear.Linear`. */
+  type: string;
+}
+
+/** One row of `summary()`. */
+export interface SummaryRow {
+  name: string;
+  type: string;
+  shape: number[][];
+  parameters: number;
+  trainable: number;
+}
+
+/** The table `summary()` returns; `toString()` renders it as text. */
+export class ModelSummary {
+  constructor(readonly rows: SummaryRow[], readonly totalParameters: number, readonly trainableParameters: number, readonly headCandidates: string[]) {}
+
+  toString(): string {
+    const header = ['name', 'type', 'shape', 'parameters', 'trainable'];
+    const body = this.rows.map((r) => [
+      r.name || '(root)', r.type.split('.').pop() ?? r.type, r.shape.map((s) => `[${s.join(', ')}]`).join(' '),
+      r.parameters.toLocaleString('en-US'), r.trainable === r.parameters ? 'yes' : r.trainable === 0 ? 'no' : 'partly',
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+    return [
+      line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line), '',
+      `total parameters: ${this.totalParameters.toLocaleString('en-US')}, trainable: ${this.trainableParameters.toLocaleString('en-US')}`,
+      `head candidates (final Linear layers): ${this.headCandidates.join(', ') || 'none'}`,
+    ].join('\n');
+  }
+}
+
+function wrapOutputs(v: unknown): unknown {
+  if (v instanceof native.Tensor) return new Tensor(v as NativeTensor);
+  if (Array.isArray(v)) return v.map(wrapOutputs);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, wrapOutputs(x)]));
+  return v;
+}
+
+function unwrapInputs(v: unknown, what: string): unknown {
+  if (v instanceof Tensor) {
+    if (v.disposed) throw new Error(`${what}: an input tensor was disposed`);
+    return v.handle;
+  }
+  if (Array.isArray(v)) return v.map((x) => unwrapInputs(x, what));
+  if (v !== null && typeof v === 'object') {
+    if (Object.getPrototypeOf(v) !== Object.prototype) throw new TypeError(`${what}: inputs must be tensors, numbers, booleans, strings, arrays or plain objects`);
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unwrapInputs(x, what)]));
+  }
+  if (v === undefined || ['number', 'boolean', 'string'].includes(typeof v) || v === null) return v;
+  throw new TypeError(`${what}: inputs must be tensors, numbers, booleans, strings, arrays or plain objects (got ${typeof v})`);
+}
+
+let warnedTraced = false;
+
+/**
+ * A TorchScript model in libtorch. Made by `torch.jit.load`.
+ *
+ * @example
+ * const model = await torch.jit.load('resnet18.pt');
+ * await model.replaceHead({ numClasses: 5 });
+ * model.freeze().unfreeze('fc.*');
+ * const logits = await model.forward(torch.randn([1, 3, 224, 224]));
+ * await model.save('finetuned.pt');
+ */
+export class ScriptModule {
+  /** @internal */
+  readonly handle: NativeModule;
+  private snap!: ModuleSnapshot;
+  private params: [string, Tensor][] = [];
+  private buffers: [string, Tensor][] = [];
+  private mode = true;
+  /** Keep BatchNorm layers whose parameters are all frozen in eval mode under `train()` (default true). */
+  frozenBatchNormEval = true;
+  /** Where the model came from (a path, or 'buffer'). */
+  readonly source: string;
+
+  /** @internal Use `torch.jit.load`. */
+  constructor(handle: NativeModule, snap: ModuleSnapshot, source: string) {
+    this.handle = handle;
+    this.source = source;
+    this.adopt(snap);
+    this.mode = snap.modules[0]?.training ?? true;
+    if (snap.traced && !warnedTraced) {
+      warnedTraced = true;
+      process.emitWarning(
+        `${source} was traced (torch.jit.trace), not scripted: its BatchNorm/Dropout layers keep the train/eval ` +
+          'behaviour they were traced with, whatever train()/eval() says. Export with torch.jit.script for fine-tuning.',
+        { code: 'FINETORCH_TRACED_MODEL' },
+      );
+    }
+  }
+
+  private adopt(snap: ModuleSnapshot): void {
+    this.snap = snap;
+    this.params = snap.parameters.map(([n, h]) => [n, keep(new Tensor(h))]);
+    this.buffers = snap.buffers.map(([n, h]) => [n, keep(new Tensor(h))]);
+  }
+
+  private live(what: string): NativeModule {
+    if (this.handle.disposed) throw new Error(`${what}: the model was disposed`);
+    return this.handle;
+  }
+
+  /** True when the model was traced rather than scripted. */
+  get traced(): boolean { return this.snap.traced; }
+  /** Whether the model is in training mode. */
+  get training(): boolean { return this.mode; }
+  /** True once `dispose()` has run. */
+  get disposed(): boolean { return this.handle.disposed; }
+
+  /** `[name, parameter]` pairs, as PyTorch's `named_parameters()`; `new Map(...)` makes a lookup. */
+  namedParameters(): [string, Tensor][] { this.live('namedParameters()'); return this.params.map(([n, t]) => [n, t]); }
+  /** `[name, buffer]` pairs (BatchNorm running statistics, ...). */
+  namedBuffers(): [string, Tensor][] { this.live('namedBuffers()'); return this.buffers.map(([n, t]) => [n, t]); }
+  /** `[name, { name, type }]` pairs for the root ('') and every submodule. */
+  namedModules(): [string, ModuleInfo][] {
+    this.live('namedModules()');
+    return this.snap.modules.map((m) => [m.name, { name: m.name, type: m.type }]);
+  }
+  /** The live parameters (optionally only the trainable ones) an optimizer updates. */
+  parameters(options: { trainable?: boolean } = {}): Tensor[] {
+    return this.namedParameters().map(([, t]) => t).filter((t) => options.trainable === undefined || t.requiresGrad === options.trainable);
+  }
+  /** The number of parameter elements (optionally only trainable ones). */
+  numParameters(options: { trainable?: boolean } = {}): number {
+    return this.parameters(options).reduce((a, t) => a + t.numel, 0);
+  }
+  /** The method names the model exports (`forward`, ...), with their TorchScript signatures. */
+  methods(): { name: string; args: { name: string; type: string }[]; returns: string }[] {
+    return this.snap.methods.map((m) => ({ name: m.name, args: m.args.map(({ name, type }) => ({ name, type })), returns: m.returns }));
+  }
+
+  /** Linear layers that could be the classification head, last first. */
+  headCandidates(): string[] {
+    const p = new Map(this.params);
+    return this.snap.modules
+      .filter((m) => m.name !== '' && /(^|\.)Linear$/.test(m.type) && (p.get(`${m.name}.weight`)?.ndim ?? 0) === 2)
+      .map((m) => m.name)
+      .reverse();
+  }
+
+  /**
+   * A table of submodules that own parameters: name, type, parameter shapes, counts, trainable.
+   *
+   * @example
+   * console.log(model.summary().toString());
+   */
+  summary(): ModelSummary {
+    const rows: SummaryRow[] = [];
+    for (const m of this.snap.modules) {
+      const own = this.params.filter(([n]) => n.slice(0, n.lastIndexOf('.')) === m.name || (m.name === '' && !n.includes('.')));
+      if (own.length === 0) continue;
+      rows.push({
+        name: m.name, type: m.type, shape: own.map(([, t]) => t.shape),
+        parameters: own.reduce((a, [, t]) => a + t.numel, 0),
+        trainable: own.reduce((a, [, t]) => a + (t.requiresGrad ? t.numel : 0), 0),
+      });
+    }
+    return new ModelSummary(rows, this.numParameters(), this.numParameters({ trainable: true }), this.headCandidates());
+  }
+
+  /** Training mode (`train(false)` is `eval()`). Frozen BatchNorm layers stay in eval mode. Returns this. */
+  train(mode = true): this {
+    check.boolean(mode, 'train(mode)');
+    const h = this.live('train()');
+    this.mode = mode;
+    void h.setTraining('', mode, true);
+    if (mode && this.frozenBatchNormEval) {
+      const p = new Map(this.params);
+      for (const m of this.snap.modules) {
+        if (!/BatchNorm/.test(m.type)) continue;
+        const own = [`${m.name}.weight`, `${m.name}.bias`].map((n) => p.get(n)).filter((t): t is Tensor => t !== undefined);
+        // Running statistics of a frozen BatchNorm must not drift while the rest trains.
+        if (own.length > 0 && own.every((t) => !t.requiresGrad)) void h.setTraining(m.name, false, false);
+      }
+    }
+    return this;
+  }
+  /** Evaluation mode. Returns this. */
+  eval(): this { return this.train(false); }
+
+  private setTrainable(patterns: NamePattern | undefined, flag: boolean, what: string): this {
+    this.live(what);
+    const match = nameMatcher(patterns, what);
+    const hits = this.params.filter(([n]) => match(n));
+    if (patterns !== undefined && hits.length === 0) {
+      throw new Error(`${what}: no parameter matches ${String(patterns)}; names look like '${this.params[0]?.[0] ?? ''}'`);
+    }
+    for (const [, t] of hits) if (check.isFloating(t.dtype)) t.requiresGrad = flag;
+    if (this.mode) this.train(true);
+    return this;
+  }
+  /** Stops gradients for parameters matching `patterns` (all when omitted). Returns this. */
+  freeze(patterns?: NamePattern): this { return this.setTrainable(patterns, false, 'freeze()'); }
+  /** Lets parameters matching `patterns` (all when omitted) train again: `unfreeze('layer4.**')`. Returns this. */
+  unfreeze(patterns?: NamePattern): this { return this.setTrainable(patterns, true, 'unfreeze()'); }
+
+  /**
+   * Replaces the classification head (a Linear layer) with a freshly initialised one of
+   * `numClasses` outputs, as `torch.nn.Linear` initialises it. Without `name`, picks the final
+   * Linear (ResNet `fc`, VGG `classifier.6`, ViT `heads.head`, BERT `classifier`) and reports it.
+   * The new head is trainable. Resolves to the head's name.
+   *
+   * @example
+   * const head = await model.replaceHead({ numClasses: 5 }); // 'fc'
+   */
+  async replaceHead(options: { numClasses: number; name?: string; log?: (msg: string) => void }): Promise<string> {
+    if (options === null || typeof options !== 'object') throw new TypeError('replaceHead: expected { numClasses, name? }');
+    check.integer(options.numClasses, 'replaceHead: numClasses', 1, 1 << 24);
+    const h = this.live('replaceHead()');
+    const candidates = this.headCandidates();
+    let name = options.name;
+    if (name === undefined) {
+      if (candidates.length === 0) {
+        const mods = this.snap.modules.filter((m) => m.name).slice(-8).map((m) => `${m.name} (${m.type.split('.').pop()})`);
+        throw new Error(`replaceHead: the model has no Linear layer to replace; its last modules are: ${mods.join(', ') || 'none'}`);
+      }
+      name = candidates[0];
+      const w = new Map(this.params).get(`${name}.weight`)!;
+      (options.log ?? ((m: string) => process.stderr.write(`finetorch: ${m}\n`)))(
+        `replaceHead chose '${name}' (Linear ${w.shape[1]} -> ${w.shape[0]}), now ${w.shape[1]} -> ${options.numClasses}`,
+      );
+    } else if (!candidates.includes(name)) {
+      throw new Error(`replaceHead: '${name}' is not a Linear layer of this model; candidates: ${candidates.join(', ') || 'none'}`);
+    }
+    await h.replaceLinear(name, options.numClasses);
+    this.adopt(await h.snapshot());
+    if (this.mode) this.train(true);
+    return name;
+  }
+
+  /** Moves (and optionally casts) every parameter and buffer: `await model.to('cuda')`. */
+  async to(device: string, dtype?: DType): Promise<this> {
+    const d = check.device(device, 'model.to()');
+    const t = dtype === undefined ? null : check.dtype(dtype, 'model.to()');
+    const h = this.live('model.to()');
+    await h.to(d, t);
+    this.adopt(await h.snapshot());
+    return this;
+  }
+
+  /** Runs `forward` with the given inputs (tensors, numbers, booleans, strings, arrays, plain objects). */
+  forward(...inputs: unknown[]): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    return this.runMethod('forward', ...inputs);
+  }
+
+  /**
+   * Runs any exported method by name. Outputs come back as a Tensor, an array (tuple/list) or a
+   * plain object (dict), nested as needed.
+   *
+   * @example
+   * const [logits, features] = await model.runMethod('forward_features', x);
+   */
+  async runMethod(name: string, ...inputs: unknown[]): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const h = this.live(String(name));
+    const method = this.snap.methods.find((m) => m.name === name);
+    if (!method) throw new Error(`runMethod: the model has no method '${String(name)}'; it has ${this.snap.methods.map((m) => m.name).join(', ')}`);
+    const required = method.args.filter((a) => !a.hasDefault).length;
+    if (inputs.length < required || inputs.length > method.args.length) {
+      const sig = method.args.map((a) => `${a.name}: ${a.type}`).join(', ');
+      throw new Error(`${name}: expects ${required === method.args.length ? required : `${required} to ${method.args.length}`} input(s) (${sig}), got ${inputs.length}`);
+    }
+    inputs.forEach((v, i) => {
+      if (method.args[i].type === 'Tensor' && !(v instanceof Tensor)) {
+        throw new TypeError(`${name}: input ${i} (${method.args[i].name}) must be a Tensor, got ${v === null ? 'null' : typeof v}`);
+      }
+    });
+    const raw = unwrapInputs(inputs, name) as unknown[];
+    return wrapOutputs(await h.runMethod(name, raw, isGradEnabled()));
+  }
+
+  /**
+   * Saves as TorchScript (Python's `torch.jit.load` reads it). Atomic: written to a temporary file
+   * in the same folder, flushed, then renamed over `file`, so a crash never leaves half a file.
+   *
+   * @example
+   * await model.save('out/model.pt');
+   */
+  async save(file: string): Promise<void> {
+    if (typeof file !== 'string' || file === '') throw new TypeError('save(path): path must be a non-empty string');
+    const h = this.live('save()');
+    const target = path.resolve(file);
+    const dir = path.dirname(target);
+    const st = await fsp.stat(dir).catch(() => null);
+    if (!st?.isDirectory()) throw new Error(`save: folder ${dir} does not exist`);
+    const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+    try {
+      await h.save(tmp);
+      const fh = await fsp.open(tmp, 'r+');
+      try { await fh.sync(); } finally { await fh.close(); }
+      await fsp.rename(tmp, target);
+      const dh = await fsp.open(dir, 'r');
+      try { await dh.sync(); } catch { /* some filesystems cannot sync a folder */ } finally { await dh.close(); }
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw new Error(`save(${file}): ${(err as Error).message}`);
+    }
+  }
+
+  /** Frees the model (its parameters live on while other handles use them). */
+  dispose(): void { this.handle.dispose(); }
+  [Symbol.dispose](): void { this.dispose(); }
+}

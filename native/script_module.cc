@@ -1,0 +1,468 @@
+#include "script_module.h"
+
+#include "executor.h"
+#include "tensor.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace finetorch {
+
+namespace {
+
+
+// A value crossing between JS and TorchScript: built on one thread, consumed on the other.
+struct Val {
+  enum Kind { None, Bool, Num, Str, TensorIn, TensorOut, List, Tuple, Dict } kind = None;
+  bool b = false;
+  double d = 0;
+  bool integral = false;
+  std::string s;
+  SlotPtr slot;
+  at::Tensor tensor;
+  Meta meta;
+  std::vector<Val> items;
+  std::vector<std::string> keys;
+};
+
+Val FromJs(Napi::Env env, const Napi::Value& v, int depth = 0) {
+  if (depth > 32) throw Napi::Error::New(env, "inputs are nested too deeply");
+  Val out;
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (v.IsBoolean()) { out.kind = Val::Bool; out.b = v.As<Napi::Boolean>(); return out; }
+  if (v.IsNumber()) {
+    out.kind = Val::Num;
+    out.d = v.As<Napi::Number>().DoubleValue();
+    out.integral = std::floor(out.d) == out.d && std::fabs(out.d) < 9007199254740992.0;
+    return out;
+  }
+  if (v.IsString()) { out.kind = Val::Str; out.s = v.As<Napi::String>(); return out; }
+  if (TensorWrap::FromValue(env, v)) {
+    out.kind = Val::TensorIn;
+    out.slot = TensorWrap::SlotOf(env, v, "input");
+    return out;
+  }
+  if (v.IsArray()) {
+    Napi::Array a = v.As<Napi::Array>();
+    out.kind = Val::List;
+    for (uint32_t i = 0; i < a.Length(); i++) out.items.push_back(FromJs(env, a.Get(i), depth + 1));
+    return out;
+  }
+  if (v.IsObject()) {
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Array names = o.GetPropertyNames();
+    out.kind = Val::Dict;
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string k = names.Get(i).As<Napi::String>();
+      out.keys.push_back(k);
+      out.items.push_back(FromJs(env, o.Get(k), depth + 1));
+    }
+    return out;
+  }
+  throw Napi::TypeError::New(env, "inputs must be tensors, numbers, booleans, strings, arrays or plain objects");
+}
+
+c10::IValue ToIValue(const Val& v, const c10::TypePtr& type) {
+  using namespace c10;
+  TypePtr t = type;
+  if (t && t->kind() == TypeKind::OptionalType) t = t->expectRef<OptionalType>().getElementType();
+  switch (v.kind) {
+    case Val::None: return IValue();
+    case Val::Bool: return v.b;
+    case Val::Num:
+      if (t && t->kind() == TypeKind::FloatType) return v.d;
+      if (t && t->kind() == TypeKind::IntType) return static_cast<int64_t>(v.d);
+      return v.integral ? IValue(static_cast<int64_t>(v.d)) : IValue(v.d);
+    case Val::Str: return v.s;
+    case Val::TensorIn: return v.slot->get();
+    case Val::List:
+    case Val::Tuple: {
+      if (t && t->kind() == TypeKind::TupleType) {
+        auto elems = t->expectRef<TupleType>().elements();
+        std::vector<IValue> xs;
+        for (size_t i = 0; i < v.items.size(); i++) xs.push_back(ToIValue(v.items[i], i < elems.size() ? elems[i] : nullptr));
+        return ivalue::Tuple::create(std::move(xs));
+      }
+      TypePtr elem = t && t->kind() == TypeKind::ListType ? t->expectRef<ListType>().getElementType() : nullptr;
+      if (!elem) {
+        bool allTensors = !v.items.empty();
+        for (auto& x : v.items) allTensors = allTensors && x.kind == Val::TensorIn;
+        if (!allTensors) {
+          std::vector<IValue> xs;
+          for (auto& x : v.items) xs.push_back(ToIValue(x, nullptr));
+          return ivalue::Tuple::create(std::move(xs));
+        }
+        elem = TensorType::get();
+      }
+      impl::GenericList list(elem);
+      for (auto& x : v.items) list.push_back(ToIValue(x, elem));
+      return list;
+    }
+    case Val::Dict: {
+      TypePtr valueType = TensorType::get();
+      if (t && t->kind() == TypeKind::DictType) valueType = t->expectRef<DictType>().getValueType();
+      impl::GenericDict dict(StringType::get(), valueType);
+      for (size_t i = 0; i < v.items.size(); i++) dict.insert(v.keys[i], ToIValue(v.items[i], valueType));
+      return dict;
+    }
+    default: throw std::runtime_error("unsupported input");
+  }
+}
+
+Val FromIValue(const c10::IValue& iv) {
+  Val out;
+  if (iv.isNone()) return out;
+  if (iv.isTensor()) {
+    out.kind = Val::TensorOut;
+    out.tensor = iv.toTensor();
+    out.meta = Meta::Of(out.tensor);
+  } else if (iv.isBool()) {
+    out.kind = Val::Bool; out.b = iv.toBool();
+  } else if (iv.isInt()) {
+    out.kind = Val::Num; out.d = double(iv.toInt());
+  } else if (iv.isDouble()) {
+    out.kind = Val::Num; out.d = iv.toDouble();
+  } else if (iv.isString()) {
+    out.kind = Val::Str; out.s = iv.toStringRef();
+  } else if (iv.isTuple() || iv.isList()) {
+    out.kind = Val::List;
+    if (iv.isTuple()) for (auto& x : iv.toTupleRef().elements()) out.items.push_back(FromIValue(x));
+    else for (const auto& x : iv.toListRef()) out.items.push_back(FromIValue(x));
+  } else if (iv.isGenericDict()) {
+    out.kind = Val::Dict;
+    for (const auto& kv : iv.toGenericDict()) {
+      out.keys.push_back(kv.key().isString() ? kv.key().toStringRef() : kv.key().tagKind() == "Int" ? std::to_string(kv.key().toInt()) : "?");
+      out.items.push_back(FromIValue(kv.value()));
+    }
+  } else {
+    throw std::runtime_error("output of type " + iv.tagKind() + " cannot be returned to JS");
+  }
+  return out;
+}
+
+Napi::Value ToJs(Napi::Env env, Val& v) {
+  switch (v.kind) {
+    case Val::None: return env.Null();
+    case Val::Bool: return Napi::Boolean::New(env, v.b);
+    case Val::Num: return Napi::Number::New(env, v.d);
+    case Val::Str: return Napi::String::New(env, v.s);
+    case Val::TensorOut: {
+      auto slot = std::make_shared<Slot>();
+      slot->t = v.tensor;
+      return TensorWrap::New(env, slot, v.meta);
+    }
+    case Val::List: {
+      Napi::Array a = Napi::Array::New(env, v.items.size());
+      for (size_t i = 0; i < v.items.size(); i++) a.Set(i, ToJs(env, v.items[i]));
+      return a;
+    }
+    case Val::Dict: {
+      Napi::Object o = Napi::Object::New(env);
+      for (size_t i = 0; i < v.items.size(); i++) o.Set(v.keys[i], ToJs(env, v.items[i]));
+      return o;
+    }
+    default: return env.Undefined();
+  }
+}
+
+std::string TypeName(const torch::jit::Module& m) {
+  auto name = m.type()->name();
+  std::string q = name ? name->qualifiedName() : "Module";
+  const std::string prefix = "__torch__.";
+  if (q.rfind(prefix, 0) == 0) q = q.substr(prefix.size());
+  // Scripting mangles repeated class names: torch.nn.modules.conv.___torch_mangle_3.Conv2d.
+  auto pos = q.find("___torch_mangle_");
+  if (pos != std::string::npos) {
+    auto dot = q.find('.', pos);
+    q = q.substr(0, pos) + (dot == std::string::npos ? "" : q.substr(dot + 1));
+  }
+  return q;
+}
+
+struct Snap {
+  std::vector<std::pair<std::string, at::Tensor>> params, buffers;
+  std::vector<Meta> paramMetas, bufferMetas;
+  struct Mod { std::string name, type; bool training; };
+  std::vector<Mod> modules;
+  struct Arg { std::string name, type; bool hasDefault; };
+  struct Method { std::string name; std::vector<Arg> args; std::string returns; };
+  std::vector<Method> methods;
+  bool traced = false;
+};
+
+Snap TakeSnapshot(const torch::jit::Module& m) {
+  Snap s;
+  for (const auto& p : m.named_parameters(true)) {
+    s.params.emplace_back(p.name, p.value);
+    s.paramMetas.push_back(Meta::Of(p.value));
+  }
+  for (const auto& b : m.named_buffers(true)) {
+    s.buffers.emplace_back(b.name, b.value);
+    s.bufferMetas.push_back(Meta::Of(b.value));
+  }
+  bool trainingDependent = false, readsTraining = false;
+  for (const auto& sub : m.named_modules()) {
+    std::string type = TypeName(sub.value);
+    s.modules.push_back({sub.name, type, sub.value.is_training()});
+    if (type.find("BatchNorm") != std::string::npos || type.find("Dropout") != std::string::npos) trainingDependent = true;
+    for (const auto& method : sub.value.get_methods()) {
+      std::ostringstream g;
+      g << *method.graph();
+      if (g.str().find("name=\"training\"") != std::string::npos) readsTraining = true;
+    }
+  }
+  s.traced = trainingDependent && !readsTraining;
+  for (const auto& method : m.get_methods()) {
+    Snap::Method md{method.name(), {}, ""};
+    const auto& schema = method.function().getSchema();
+    for (size_t i = 1; i < schema.arguments().size(); i++) {  // 0 is self
+      const auto& a = schema.arguments()[i];
+      md.args.push_back({a.name(), a.type()->annotation_str(), a.default_value().has_value()});
+    }
+    if (!schema.returns().empty()) md.returns = schema.returns()[0].type()->annotation_str();
+    s.methods.push_back(md);
+  }
+  return s;
+}
+
+Napi::Value SnapToJs(Napi::Env env, Snap& s) {
+  Napi::Object o = Napi::Object::New(env);
+  auto pairs = [&](auto& list, auto& metas) {
+    Napi::Array a = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) {
+      auto slot = std::make_shared<Slot>();
+      slot->t = list[i].second;
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, list[i].first);
+      pair.Set(1u, TensorWrap::New(env, slot, metas[i]));
+      a.Set(i, pair);
+    }
+    return a;
+  };
+  o.Set("parameters", pairs(s.params, s.paramMetas));
+  o.Set("buffers", pairs(s.buffers, s.bufferMetas));
+  Napi::Array mods = Napi::Array::New(env, s.modules.size());
+  for (size_t i = 0; i < s.modules.size(); i++) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", s.modules[i].name);
+    m.Set("type", s.modules[i].type);
+    m.Set("training", s.modules[i].training);
+    mods.Set(i, m);
+  }
+  o.Set("modules", mods);
+  Napi::Array methods = Napi::Array::New(env, s.methods.size());
+  for (size_t i = 0; i < s.methods.size(); i++) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", s.methods[i].name);
+    m.Set("returns", s.methods[i].returns);
+    Napi::Array args = Napi::Array::New(env, s.methods[i].args.size());
+    for (size_t j = 0; j < s.methods[i].args.size(); j++) {
+      Napi::Object a = Napi::Object::New(env);
+      a.Set("name", s.methods[i].args[j].name);
+      a.Set("type", s.methods[i].args[j].type);
+      a.Set("hasDefault", s.methods[i].args[j].hasDefault);
+      args.Set(j, a);
+    }
+    m.Set("args", args);
+    methods.Set(i, m);
+  }
+  o.Set("methods", methods);
+  o.Set("traced", s.traced);
+  return o;
+}
+
+torch::jit::Module Submodule(const torch::jit::Module& root, const std::string& path) {
+  torch::jit::Module m = root;
+  if (path.empty()) return m;
+  std::stringstream ss(path);
+  std::string part;
+  while (std::getline(ss, part, '.')) {
+    auto next = m.attr(part, c10::IValue());
+    if (!next.isModule()) throw std::runtime_error("'" + path + "' is not a submodule");
+    m = next.toModule();
+  }
+  return m;
+}
+
+}  // namespace
+
+Napi::Function ModuleWrap::Init(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "ScriptModule",
+                                 {
+                                     InstanceMethod<&ModuleWrap::Snapshot>("snapshot"),
+                                     InstanceMethod<&ModuleWrap::Save>("save"),
+                                     InstanceMethod<&ModuleWrap::RunMethod>("runMethod"),
+                                     InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
+                                     InstanceMethod<&ModuleWrap::To>("to"),
+                                     InstanceMethod<&ModuleWrap::ReplaceLinear>("replaceLinear"),
+                                     InstanceMethod<&ModuleWrap::Dispose>("dispose"),
+                                     InstanceAccessor<&ModuleWrap::GetDisposed>("disposed"),
+                                 });
+  Addon(env).moduleCtor = Napi::Persistent(f);
+  return f;
+}
+
+ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModuleWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "ScriptModule cannot be constructed directly: use torch.jit.load()");
+  }
+  module_ = *info[0].As<Napi::External<ModulePtr>>().Data();
+}
+
+Napi::Object ModuleWrap::New(Napi::Env env, ModulePtr module) {
+  return Addon(env).moduleCtor.New({Napi::External<ModulePtr>::New(env, &module)});
+}
+
+ModulePtr ModuleWrap::Of(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(Addon(env).moduleCtor.Value())) {
+    throw Napi::TypeError::New(env, what + ": expected a ScriptModule");
+  }
+  auto* w = Unwrap(v.As<Napi::Object>());
+  if (!w->module_) throw Napi::Error::New(env, what + ": the module was disposed");
+  return w->module_;
+}
+
+// loadModule(pathOrBuffer, device): Promise<ScriptModule>
+Napi::Value LoadModule(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  std::shared_ptr<std::string> bytes;
+  if (info[0].IsBuffer()) {
+    auto b = info[0].As<Napi::Buffer<char>>();
+    bytes = std::make_shared<std::string>(b.Data(), b.Length());
+  } else {
+    path = info[0].As<Napi::String>();
+  }
+  std::string device = info[1].As<Napi::String>();
+  return Addon(env).executor->Submit<ModulePtr>(
+      env, "jit.load",
+      [path, bytes, device] {
+        auto dev = ParseDevice(device);
+        if (bytes) {
+          std::istringstream in(*bytes);
+          return std::make_shared<torch::jit::Module>(torch::jit::load(in, dev));
+        }
+        return std::make_shared<torch::jit::Module>(torch::jit::load(path, dev));
+      },
+      [](Napi::Env env, ModulePtr& m) -> Napi::Value { return ModuleWrap::New(env, m); });
+}
+
+Napi::Value ModuleWrap::Snapshot(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "module");
+  return Addon(env).executor->Submit<Snap>(
+      env, "module", [m] { return TakeSnapshot(*m); }, [](Napi::Env env, Snap& s) { return SnapToJs(env, s); });
+}
+
+Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "save");
+  std::string path = info[0].As<Napi::String>();
+  return Addon(env).executor->Submit<bool>(
+      env, "save", [m, path] { m->save(path); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// runMethod(name, inputs[]): Promise<output>
+Napi::Value ModuleWrap::RunMethod(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  ModulePtr m = Of(env, info.This(), name);
+  Napi::Array raw = info[1].As<Napi::Array>();
+  std::vector<Val> inputs;
+  for (uint32_t i = 0; i < raw.Length(); i++) inputs.push_back(FromJs(env, raw.Get(i)));
+  bool grad = info.Length() > 2 ? info[2].ToBoolean().Value() : true;
+  return Addon(env).executor->Submit<Val>(
+      env, name,
+      [m, name, inputs, grad] {
+        torch::jit::Method method = m->get_method(name);
+        const auto& schema = method.function().getSchema();
+        std::vector<c10::IValue> args;
+        for (size_t i = 0; i < inputs.size(); i++) {
+          c10::TypePtr t = i + 1 < schema.arguments().size() ? schema.arguments()[i + 1].type() : nullptr;
+          args.push_back(ToIValue(inputs[i], t));
+        }
+        at::AutoGradMode mode(grad);
+        return FromIValue(method(std::move(args)));
+      },
+      [](Napi::Env env, Val& v) { return ToJs(env, v); });
+}
+
+// setTraining(path, on, recursive)
+Napi::Value ModuleWrap::SetTraining(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "train");
+  std::string path = info[0].As<Napi::String>();
+  bool on = info[1].ToBoolean();
+  bool recursive = info[2].ToBoolean();
+  return Addon(env).executor->Submit<bool>(
+      env, "train",
+      [m, path, on, recursive] {
+        auto sub = Submodule(*m, path);
+        if (recursive) sub.train(on);
+        else sub.setattr("training", on);
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// to(device | null, dtype | null)
+Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "to");
+  std::string device = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  std::string dtype = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  return Addon(env).executor->Submit<bool>(
+      env, "to",
+      [m, device, dtype] {
+        if (!device.empty() && !dtype.empty()) m->to(ParseDevice(device), ParseDtype(dtype));
+        else if (!device.empty()) m->to(ParseDevice(device));
+        else if (!dtype.empty()) m->to(ParseDtype(dtype));
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// replaceLinear(path, outFeatures): new weight and bias initialised as torch.nn.Linear does.
+Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "replaceHead");
+  std::string path = info[0].As<Napi::String>();
+  int64_t out = info[1].As<Napi::Number>().Int64Value();
+  return Addon(env).executor->Submit<bool>(
+      env, "replaceHead",
+      [m, path, out] {
+        auto lin = Submodule(*m, path);
+        at::Tensor w = lin.attr("weight").toTensor();
+        if (w.dim() != 2) throw std::runtime_error("'" + path + "' has no 2-D weight: it is not a Linear layer");
+        int64_t in = w.size(1);
+        at::NoGradGuard noGrad;
+        auto opts = w.options().requires_grad(false);
+        // kaiming_uniform_(a=sqrt(5)) and the bias rule of torch.nn.Linear.reset_parameters both
+        // reduce to U(-1/sqrt(in), 1/sqrt(in)); drawn in the same order, from the same generator.
+        double bound = in > 0 ? 1.0 / std::sqrt(double(in)) : 0.0;
+        at::Tensor nw = at::empty({out, in}, opts).uniform_(-bound, bound);
+        lin.register_parameter("weight", nw.requires_grad_(true), false);
+        if (lin.hasattr("bias") && lin.attr("bias").isTensor()) {
+          at::Tensor nb = at::empty({out}, opts).uniform_(-bound, bound);
+          lin.register_parameter("bias", nb.requires_grad_(true), false);
+        }
+        // Scripted Linear keeps out_features as a class constant (only its repr reads it).
+        if (lin.hasattr("out_features") && lin.type()->findConstantSlot("out_features") == c10::nullopt) {
+          lin.setattr("out_features", out);
+        }
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
+  module_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value ModuleWrap::GetDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !module_);
+}
+
+}  // namespace finetorch
