@@ -16,3 +16,6 @@ export { manualSeed, setNumThreads, getNumThreads, version, cuda } from './runti
 export type { DType } from './native';
 export { noGrad, enableGrad } from './autograd';
 export * as jit from './jit';
+export * as nn from './nn';
+export * as optim from './optim';
+export * as train from './train';

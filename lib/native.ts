@@ -52,7 +52,46 @@ export interface NativeModule {
   dispose(): void;
 }
 
+/** Per-group optimizer settings handed to the native optimizer. */
+export interface NativeGroup {
+  params: NativeTensor[];
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  amsgrad?: boolean;
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+}
+
+/** The raw optimizer handle (creation and every call queued on the executor). */
+export interface NativeOptimizer {
+  readonly disposed: boolean;
+  step(): Promise<void>;
+  zeroGrad(): Promise<void>;
+  setLr(group: number, lr: number): void;
+  addParamGroup(group: NativeGroup): Promise<void>;
+  stateDict(): Promise<Buffer>;
+  loadStateDict(state: Buffer): Promise<void>;
+  dispose(): void;
+}
+
+export interface TrainStepOptions {
+  reduction: number;
+  ignoreIndex: number;
+  labelSmoothing: number;
+  lossScale: number;
+  clipNorm: number;
+  step: boolean;
+  zeroGrad: boolean;
+}
+
 export interface Binding {
+  Optimizer: new (kind: 'adamw' | 'sgd', groups: NativeGroup[]) => NativeOptimizer;
+  trainStep(module: NativeModule, optimizer: NativeOptimizer | null, input: NativeTensor, target: NativeTensor,
+      weight: NativeTensor | null, options: TrainStepOptions): Promise<{ loss: number; correct: number; total: number; gradNorm: number | null }>;
+  clipGradNorm(params: NativeTensor[], maxNorm: number, normType: number): Promise<number>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string): Promise<NativeModule>;
   Tensor: new (...args: never[]) => NativeTensor;

@@ -297,6 +297,25 @@ export class Tensor {
     });
     return this.run('indexSelect', [index], [d]);
   }
+  /**
+   * Backpropagates from this (scalar) tensor into every leaf that requires grad.
+   *
+   * @example
+   * const loss = await lossFn.forward(await model.forward(x), y);
+   * await loss.backward();
+   */
+  async backward(): Promise<void> {
+    if (this.live('backward()').numel !== 1) throw new Error(`backward(): needs a scalar (one-element) tensor, got shape [${this.shape}]`);
+    if (!this.requiresGrad) throw new Error('backward(): this tensor does not require grad (was it computed under noGrad, or from frozen parameters only?)');
+    await native.op('backward', [this.handle], [], true);
+  }
+
+  /** The accumulated gradient (PyTorch's `t.grad`), or null when there is none yet. */
+  async grad(): Promise<Tensor | null> {
+    const out = await native.op('grad', [this.live('grad()')], [], false);
+    return out === null ? null : new Tensor(out as NativeTensor);
+  }
+
   /** A copy with its own storage. */
   clone(): Promise<Tensor> { return this.run('clone'); }
   /** The same data, outside autograd. */

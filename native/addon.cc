@@ -2,6 +2,7 @@
 // worker_threads Worker) gets its own AddonData and executor thread.
 #include "device.h"
 #include "executor.h"
+#include "optimizer.h"
 #include "script_module.h"
 #include "tensor.h"
 
@@ -27,6 +28,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", tensor);
   exports.Set("ScriptModule", ModuleWrap::Init(env));
   exports.Set("loadModule", Napi::Function::New(env, LoadModule));
+  exports.Set("Optimizer", OptimizerWrap::Init(env));
+  exports.Set("trainStep", Napi::Function::New(env, TrainStep));
+  exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
   exports.Set("fromData", Napi::Function::New(env, FromData));
   exports.Set("factory", Napi::Function::New(env, Factory));
   exports.Set("op", Napi::Function::New(env, Op));

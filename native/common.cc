@@ -72,6 +72,19 @@ c10::Device ParseDevice(const std::string& name) { return c10::Device(name); }
 
 std::string DeviceName(const c10::Device& d) { return d.str(); }
 
+void CheckTargets(const at::Tensor& logits, const at::Tensor& target, int64_t ignoreIndex) {
+  if (target.is_floating_point() || logits.dim() < 1) return;  // probabilities: shapes checked in JS
+  int64_t classes = logits.dim() >= 2 ? logits.size(1) : logits.size(0);
+  at::NoGradGuard ng;
+  at::Tensor bad = ((target < 0) | (target >= classes)) & (target != ignoreIndex);
+  if (!bad.any().item<bool>()) return;
+  at::Tensor flat = bad.reshape({-1}).nonzero();
+  int64_t index = flat[0][0].item<int64_t>();
+  int64_t value = target.reshape({-1})[index].item<int64_t>();
+  throw std::invalid_argument("labels must be in [0, " + std::to_string(classes) + "): got " +
+                              std::to_string(value) + " at index " + std::to_string(index));
+}
+
 const at::Tensor& Slot::get() const {
   if (!t.defined()) {
     throw std::runtime_error(error.empty() ? "tensor holds no data" : error);

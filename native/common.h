@@ -55,6 +55,10 @@ std::string DtypeName(at::ScalarType t);
 c10::Device ParseDevice(const std::string& name);
 std::string DeviceName(const c10::Device& d);
 
+// Class-index targets must lie in [0, C) (or equal ignoreIndex); checked with tensor ops so a
+// CUDA target never reaches a kernel that would trip a device-side assert.
+void CheckTargets(const at::Tensor& logits, const at::Tensor& target, int64_t ignoreIndex);
+
 // A tensor's storage slot. Only the executor thread reads or replaces `t` once the slot has been
 // handed to it, so JS-side metadata reads never race with a running computation.
 struct Slot {

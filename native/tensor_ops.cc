@@ -4,6 +4,7 @@
 #include "tensor.h"
 
 #include <ATen/ScalarOps.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 #include <functional>
@@ -129,6 +130,37 @@ const std::unordered_map<std::string, OpFn>& Table() {
          auto r = at::topk(t[0], I(a, 0), I(a, 1), B(a, 2, true), B(a, 3, true));
          return OpOut{{std::get<0>(r), std::get<1>(r)}, {}, true};
        }},
+      {"crossEntropy", [](const Ts& t, const Args& a) {
+         c10::optional<at::Tensor> w;
+         if (t.size() > 2) w = t[2];
+         CheckTargets(t[0], t[1], I(a, 1));
+         return OpOut{{at::cross_entropy_loss(t[0], t[1], w, I(a, 0), I(a, 1), D(a, 2))}};
+       }},
+      {"copy_", [](const Ts& t, const Args&) {
+         at::NoGradGuard ng;
+         t[0].copy_(t[1]);
+         return OpOut{};
+       }},
+      {"backward", [](const Ts& t, const Args&) {
+         t[0].backward();
+         return OpOut{};
+       }},
+      {"grad", [](const Ts& t, const Args&) {
+         at::Tensor g = t[0].grad();
+         return g.defined() ? OpOut{{g}} : OpOut{};
+       }},
+      // The CPU generator's state, for checkpoints that resume bit-identically.
+      {"getRngState", [](const Ts&, const Args&) {
+         auto gen = at::detail::getDefaultCPUGenerator();
+         std::lock_guard<std::mutex> lock(gen.mutex());
+         return OpOut{{gen.get_state()}};
+       }},
+      {"setRngState", [](const Ts& t, const Args&) {
+         auto gen = at::detail::getDefaultCPUGenerator();
+         std::lock_guard<std::mutex> lock(gen.mutex());
+         gen.set_state(t[0]);
+         return OpOut{};
+       }},
       {"to", [](const Ts& t, const Args& a) {
          at::Tensor x = t[0];
          auto dtype = Has(a, 1) ? ParseDtype(S(a, 1)) : x.scalar_type();
@@ -192,6 +224,7 @@ Napi::Value Op(const Napi::CallbackInfo& info) {
           slot->t = out.tensors[i];
           return TensorWrap::New(env, slot, out.metas[i]);
         };
+        if (out.tensors.empty()) return env.Null();
         if (!out.tuple) return wrap(0);
         Napi::Array arr = Napi::Array::New(env, out.tensors.size());
         for (size_t i = 0; i < out.tensors.size(); i++) arr.Set(i, wrap(i));

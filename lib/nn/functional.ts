@@ -1,0 +1,2 @@
+/** `torch.nn.functional`. */
+export { crossEntropy } from './loss';

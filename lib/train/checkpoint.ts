@@ -1,0 +1,108 @@
+/**
+ * Training checkpoints: the model (TorchScript), the optimizer's state, the scheduler, the
+ * position in training and libtorch's RNG state, written so a crash at any moment leaves the
+ * previous checkpoint whole (each file atomically; `latest.json`, written last, names the set).
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { load } from '../jit/load';
+import type { ScriptModule } from '../jit/module';
+import { native, type NativeTensor } from '../native';
+import type { Optimizer } from '../optim/optimizer';
+import type { SchedulerState } from '../optim/lr_scheduler';
+import { Tensor } from '../tensor';
+import { tensor } from '../creation';
+
+/** Where fit is: the next batch to run is `batch` of `epoch` (both 0-based). */
+export interface TrainingPosition {
+  epoch: number;
+  batch: number;
+  globalStep: number;
+  stagesApplied: number;
+}
+
+export interface CheckpointMeta extends TrainingPosition {
+  format: 'finetorch-checkpoint';
+  version: 1;
+  model: string;
+  optimizer: string;
+  rng: string;
+  scheduler: SchedulerState | null;
+  history: unknown[];
+  savedAt: string;
+}
+
+/** @internal Writes `data` to `file` atomically (temporary file, fsync, rename). */
+export async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+}
+
+/** @internal Saves a checkpoint into `dir` and prunes all but the newest `keep`. */
+export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer: Optimizer, scheduler: { stateDict(): SchedulerState } | undefined,
+  pos: TrainingPosition, history: unknown[], keep: number): Promise<string> {
+  await fsp.mkdir(dir, { recursive: true });
+  const tag = `ckpt-${String(pos.globalStep).padStart(8, '0')}`;
+  const rngHandle = (await native.op('getRngState', [], [], false)) as NativeTensor;
+  const rng = new Tensor(rngHandle);
+  const rngBytes = await rng.data();
+  rng.dispose();
+  const opt = await optimizer.stateDict();
+  await model.save(path.join(dir, `${tag}.pt`));
+  await writeAtomic(path.join(dir, `${tag}.optim`), opt.state);
+  await writeAtomic(path.join(dir, `${tag}.rng`), rngBytes as Uint8Array);
+  const meta: CheckpointMeta = {
+    format: 'finetorch-checkpoint', version: 1, ...pos,
+    model: `${tag}.pt`, optimizer: `${tag}.optim`, rng: `${tag}.rng`,
+    scheduler: scheduler ? scheduler.stateDict() : null, history, savedAt: new Date().toISOString(),
+  };
+  await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2));
+  const tags = (await fsp.readdir(dir)).filter((f) => /^ckpt-\d{8}\.pt$/.test(f)).map((f) => f.slice(0, -3)).sort();
+  for (const old of tags.slice(0, Math.max(0, tags.length - keep))) {
+    if (old === tag) continue;
+    await Promise.all(['.pt', '.optim', '.rng'].map((ext) => fsp.rm(path.join(dir, old + ext), { force: true })));
+  }
+  return path.join(dir, 'latest.json');
+}
+
+/** @internal Reads `latest.json` of a checkpoint folder (or the file itself). */
+export async function readCheckpoint(from: string): Promise<{ dir: string; meta: CheckpointMeta & { optimizerGroups: { lr: number; initialLr?: number }[] } }> {
+  const st = await fsp.stat(from).catch(() => null);
+  if (!st) throw new Error(`resumeFrom: no checkpoint at '${from}'`);
+  const file = st.isDirectory() ? path.join(from, 'latest.json') : from;
+  const text = await fsp.readFile(file, 'utf8').catch(() => { throw new Error(`resumeFrom: '${from}' holds no latest.json`); });
+  let meta;
+  try { meta = JSON.parse(text); } catch { throw new Error(`resumeFrom: ${file} is not valid JSON`); }
+  if (meta?.format !== 'finetorch-checkpoint') throw new Error(`resumeFrom: ${file} is not a finetorch checkpoint`);
+  return { dir: path.dirname(file), meta };
+}
+
+/** @internal Restores model weights, optimizer state and RNG from a checkpoint. */
+export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { optimizerGroups: { lr: number; initialLr?: number }[] }, model: ScriptModule, optimizer: Optimizer): Promise<void> {
+  const saved = await load(path.join(dir, meta.model));
+  try {
+    const src = new Map([...saved.namedParameters(), ...saved.namedBuffers()]);
+    const dst = [...model.namedParameters(), ...model.namedBuffers()];
+    for (const [name, t] of dst) {
+      const s = src.get(name);
+      if (!s || s.shape.join() !== t.shape.join()) {
+        throw new Error(`resumeFrom: the checkpoint does not fit this model ('${name}' ${s ? `has shape [${s.shape}], the model [${t.shape}]` : 'is missing'})`);
+      }
+      await native.op('copy_', [t.handle, s.handle], [], false);
+    }
+  } finally {
+    saved.dispose();
+  }
+  const state = await fsp.readFile(path.join(dir, meta.optimizer));
+  await optimizer.loadStateDict({ kind: (await optimizer.stateDict()).kind, groups: meta.optimizerGroups, state });
+  const rng = tensor(new Uint8Array(await fsp.readFile(path.join(dir, meta.rng))));
+  await native.op('setRngState', [rng.handle], [], false);
+  rng.dispose();
+}

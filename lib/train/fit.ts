@@ -1,0 +1,242 @@
+/**
+ * `train.fit`: the fine-tuning loop. Each batch is one queued native task (forward, loss,
+ * backward, clipping, optimizer step, zero-grad), so the event loop stays free and a step costs
+ * one round trip.
+ */
+import * as check from '../check';
+import type { ScriptModule } from '../jit/module';
+import type { NamePattern } from '../jit/patterns';
+import { native } from '../native';
+import { CrossEntropyLoss } from '../nn/loss';
+import type { Optimizer } from '../optim/optimizer';
+import { OneCycleLR, ReduceLROnPlateau, type LRScheduler } from '../optim/lr_scheduler';
+import { batches, release, type BatchSource } from './batch';
+import { readCheckpoint, restoreCheckpoint, saveCheckpoint, type TrainingPosition } from './checkpoint';
+import { evaluate, type EvaluateResult } from './evaluate';
+import { makeProgress } from './progress';
+
+/** One epoch of history. */
+export interface EpochRecord {
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  valLoss?: number;
+  valAccuracy?: number;
+  valTop5?: number;
+  /** Learning rate of each group at the end of the epoch. */
+  lr: number[];
+  /** Seconds the epoch's training took. */
+  time: number;
+  samplesPerSec: number;
+  samples: number;
+  skippedSteps: number;
+}
+
+/** What `fit` returns. */
+export interface History {
+  epochs: EpochRecord[];
+  stoppedEarly: boolean;
+  /** The last validation result, when a validation set was given. */
+  lastValidation?: EvaluateResult;
+}
+
+/** A second stage of fine-tuning: at `epoch`, unfreeze `unfreeze` and train it at `lr`. */
+export interface Stage {
+  epoch: number;
+  unfreeze: NamePattern;
+  lr: number;
+  weightDecay?: number;
+}
+
+/** Hooks for programmatic progress. */
+export interface FitCallbacks {
+  onEpochStart?(info: { epoch: number }): void | Promise<void>;
+  onBatchEnd?(info: { epoch: number; batch: number; globalStep: number; loss: number; correct: number; size: number; lr: number[] }): void | Promise<void>;
+  onEpochEnd?(record: EpochRecord): void | Promise<void>;
+  onCheckpoint?(info: { path: string; globalStep: number }): void | Promise<void>;
+}
+
+/** Options of `fit`. */
+export interface FitOptions {
+  train: BatchSource;
+  val?: BatchSource;
+  epochs: number;
+  optimizer: Optimizer;
+  loss?: CrossEntropyLoss;
+  scheduler?: LRScheduler | ReduceLROnPlateau;
+  /** When the scheduler steps: per 'batch' (default for OneCycleLR) or per 'epoch' (others). */
+  schedulerStep?: 'batch' | 'epoch';
+  gradAccumulation?: number;
+  clipGradNorm?: number;
+  earlyStopping?: { monitor?: 'valLoss' | 'valAccuracy'; patience: number; minDelta?: number };
+  checkpoint?: { dir: string; everySteps?: number; everyEpoch?: boolean; keep?: number };
+  resumeFrom?: string;
+  signal?: AbortSignal;
+  callbacks?: FitCallbacks;
+  stages?: Stage[];
+  /** Progress bar on a TTY, a line per epoch otherwise ('auto', default), or nothing (false). */
+  progress?: boolean | 'auto';
+  /** A non-finite loss stops training with an error (default) or skips the step. */
+  nonFinite?: 'error' | 'skip';
+  /** Keep the batch tensors (by default fit disposes each batch after its step). */
+  keepBatches?: boolean;
+}
+
+function validate(model: ScriptModule, o: FitOptions): void {
+  if (!model || typeof model.forward !== 'function') throw new TypeError('fit: the first argument must be a ScriptModule (torch.jit.load)');
+  if (model.disposed) throw new Error('fit: the model was disposed');
+  if (!o || typeof o !== 'object') throw new TypeError('fit: expected options { train, epochs, optimizer, ... }');
+  check.integer(o.epochs, 'fit: epochs', 1);
+  if (!o.optimizer || typeof o.optimizer.step !== 'function') throw new TypeError('fit: optimizer is required (new torch.optim.AdamW(...))');
+  if (o.optimizer.disposed) throw new Error('fit: the optimizer was disposed');
+  if (!o.train) throw new TypeError('fit: train (an iterable of { input, target } batches) is required');
+  if (o.gradAccumulation !== undefined) check.integer(o.gradAccumulation, 'fit: gradAccumulation', 1);
+  if (o.clipGradNorm !== undefined && !(o.clipGradNorm > 0)) throw new RangeError('fit: clipGradNorm must be > 0');
+  if (o.checkpoint && (typeof o.checkpoint.dir !== 'string' || !o.checkpoint.dir)) throw new TypeError('fit: checkpoint.dir must be a folder path');
+  if (o.checkpoint?.everySteps !== undefined) check.integer(o.checkpoint.everySteps, 'fit: checkpoint.everySteps', 1);
+  if (o.nonFinite !== undefined && o.nonFinite !== 'error' && o.nonFinite !== 'skip') throw new TypeError("fit: nonFinite must be 'error' or 'skip'");
+  for (const s of o.stages ?? []) {
+    check.integer(s.epoch, 'fit: stages[].epoch', 0);
+    if (!(s.lr >= 0)) throw new RangeError('fit: stages[].lr must be >= 0');
+  }
+}
+
+async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stage): Promise<void> {
+  const before = new Set(model.parameters({ trainable: true }));
+  model.unfreeze(stage.unfreeze);
+  const added = model.parameters({ trainable: true }).filter((p) => !before.has(p));
+  if (added.length > 0) await optimizer.addParamGroup({ params: added, lr: stage.lr, ...(stage.weightDecay !== undefined ? { weightDecay: stage.weightDecay } : {}) });
+}
+
+/**
+ * Trains `model` for `epochs` over `train`, validating on `val` after each epoch. Resolves to the
+ * per-epoch history (loss, accuracy, lr, time, samples/s).
+ *
+ * @example
+ * const history = await finetorch.train.fit(model, {
+ *   train: trainLoader, val: valLoader, epochs: 5,
+ *   optimizer: new torch.optim.AdamW(model.parameters({ trainable: true }), { lr: 1e-3 }),
+ *   loss: new torch.nn.CrossEntropyLoss({ labelSmoothing: 0.1 }),
+ *   checkpoint: { dir: 'runs/ckpt' },
+ * });
+ */
+export async function fit(model: ScriptModule, options: FitOptions): Promise<History> {
+  validate(model, options);
+  const { optimizer, scheduler, epochs } = options;
+  const lossFn = options.loss ?? new CrossEntropyLoss();
+  const accum = options.gradAccumulation ?? 1;
+  const perBatch = (options.schedulerStep ?? (scheduler instanceof OneCycleLR ? 'batch' : 'epoch')) === 'batch';
+  const stages = [...(options.stages ?? [])].sort((a, b) => a.epoch - b.epoch);
+  const history: History = { epochs: [], stoppedEarly: false };
+  const pos: TrainingPosition = { epoch: 0, batch: 0, globalStep: 0, stagesApplied: 0 };
+  const keep = options.keepBatches ?? false;
+
+  if (options.resumeFrom) {
+    const { dir, meta } = await readCheckpoint(options.resumeFrom);
+    while (pos.stagesApplied < meta.stagesApplied) await applyStage(model, optimizer, stages[pos.stagesApplied++]);
+    await restoreCheckpoint(dir, meta, model, optimizer);
+    if (scheduler && meta.scheduler) scheduler.loadStateDict(meta.scheduler);
+    Object.assign(pos, { epoch: meta.epoch, batch: meta.batch, globalStep: meta.globalStep });
+    history.epochs.push(...(meta.history as EpochRecord[]));
+  }
+
+  const progress = makeProgress(options.progress);
+  const ckpt = options.checkpoint;
+  const save = async () => {
+    if (!ckpt) return;
+    const file = await saveCheckpoint(ckpt.dir, model, optimizer, scheduler, pos, history.epochs, ckpt.keep ?? 2);
+    await options.callbacks?.onCheckpoint?.({ path: file, globalStep: pos.globalStep });
+  };
+  const total = (options.train as { length?: number }).length;
+  const lrs = () => optimizer.paramGroups.map((g) => g.lr);
+  let best = Infinity;
+  let bad = 0;
+
+  for (; pos.epoch < epochs; pos.epoch++, pos.batch = 0) {
+    while (pos.stagesApplied < stages.length && stages[pos.stagesApplied].epoch <= pos.epoch) {
+      await applyStage(model, optimizer, stages[pos.stagesApplied++]);
+    }
+    await options.callbacks?.onEpochStart?.({ epoch: pos.epoch });
+    (options.train as { setEpoch?: (e: number) => void }).setEpoch?.(pos.epoch);
+    model.train();
+    progress.start(pos.epoch, epochs, total ?? 0);
+    const started = process.hrtime.bigint();
+    let lossSum = 0, correct = 0, samples = 0, steps = 0, skipped = 0, pending = 0, index = 0;
+    const startBatch = pos.batch;
+    for await (const b of batches(options.train, 'fit: train')) {
+      if (index++ < startBatch) { release(b, keep); continue; }
+      if (options.signal?.aborted) { release(b, keep); throw new Error('fit: aborted'); }
+      let r;
+      try {
+        if (b.target.dtype !== 'int64') throw new TypeError(`fit: batch targets must be int64 class indices, got ${b.target.dtype}`);
+        const doStep = (pending + 1) % accum === 0;
+        r = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
+          reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
+          lossScale: 1 / accum, clipNorm: doStep ? options.clipGradNorm ?? 0 : 0, step: doStep, zeroGrad: doStep,
+        });
+        pending = doStep ? 0 : pending + 1;
+      } catch (err) {
+        throw new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${(err as Error).message}`);
+      } finally {
+        release(b, keep);
+      }
+      if (!Number.isFinite(r.loss)) {
+        if (options.nonFinite !== 'skip') {
+          throw new Error(`fit: the loss became ${r.loss} at epoch ${pos.epoch + 1}, step ${pos.batch + 1} (global step ${pos.globalStep + 1}); ` +
+            "lower the learning rate, clip gradients (clipGradNorm), or pass nonFinite: 'skip'");
+        }
+        skipped++;
+        pending = 0;
+      } else {
+        lossSum += r.loss * r.total;
+        correct += r.correct;
+        samples += r.total;
+      }
+      steps++;
+      pos.batch++;
+      pos.globalStep++;
+      if (scheduler && perBatch && !(scheduler instanceof ReduceLROnPlateau)) scheduler.step();
+      const secs = Number(process.hrtime.bigint() - started) / 1e9;
+      progress.update(steps + startBatch, { loss: samples ? lossSum / samples : NaN, accuracy: samples ? correct / samples : 0, lr: lrs()[0], samplesPerSec: samples / secs });
+      await options.callbacks?.onBatchEnd?.({ epoch: pos.epoch, batch: pos.batch - 1, globalStep: pos.globalStep, loss: r.loss, correct: r.correct, size: r.total, lr: lrs() });
+      if (ckpt?.everySteps && pos.globalStep % ckpt.everySteps === 0) await save();
+    }
+    if (pending > 0) {
+      // The epoch ended inside an accumulation window: apply what was accumulated.
+      await optimizer.step();
+      await optimizer.zeroGrad();
+    }
+    if (steps === 0 && startBatch === 0) throw new Error('fit: the training set yielded no batches');
+    const time = Number(process.hrtime.bigint() - started) / 1e9;
+    const record: EpochRecord = {
+      epoch: pos.epoch + 1, loss: samples ? lossSum / samples : NaN, accuracy: samples ? correct / samples : NaN,
+      lr: lrs(), time, samplesPerSec: samples / time, samples, skippedSteps: skipped,
+    };
+    if (options.val) {
+      const v = await evaluate(model, options.val, { loss: lossFn, keepBatches: keep });
+      Object.assign(record, { valLoss: v.loss, valAccuracy: v.accuracy, valTop5: v.top5 });
+      history.lastValidation = v;
+    }
+    if (scheduler instanceof ReduceLROnPlateau) scheduler.step(record.valLoss ?? record.loss);
+    else if (scheduler && !perBatch) scheduler.step();
+    history.epochs.push(record);
+    progress.end(`epoch ${record.epoch}/${epochs}: loss ${record.loss.toFixed(4)} acc ${record.accuracy.toFixed(3)}` +
+      (record.valLoss !== undefined ? ` | val loss ${record.valLoss.toFixed(4)} acc ${record.valAccuracy!.toFixed(3)}` : '') +
+      ` | lr ${record.lr[0].toExponential(2)} | ${record.samplesPerSec.toFixed(1)} samples/s`);
+    await options.callbacks?.onEpochEnd?.(record);
+    const finished = { ...pos, epoch: pos.epoch + 1, batch: 0 };
+    if (ckpt && (ckpt.everyEpoch ?? true)) {
+      const saved = { ...pos };
+      Object.assign(pos, finished);
+      await save();
+      Object.assign(pos, saved);
+    }
+    const es = options.earlyStopping;
+    if (es) {
+      const metric = es.monitor === 'valAccuracy' ? -(record.valAccuracy ?? record.accuracy) : record.valLoss ?? record.loss;
+      if (metric < best - (es.minDelta ?? 0)) { best = metric; bad = 0; } else if (++bad > es.patience) { history.stoppedEarly = true; break; }
+    }
+  }
+  return history;
+}
+

@@ -1,0 +1,295 @@
+#include "optimizer.h"
+
+#include "executor.h"
+#include "script_module.h"
+#include "tensor.h"
+
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace finetorch {
+
+torch::optim::Optimizer& OptimizerHolder::get() const {
+  if (!opt) throw std::runtime_error(error.empty() ? "the optimizer was not created" : error);
+  return *opt;
+}
+
+namespace {
+
+struct GroupSpec {
+  std::vector<SlotPtr> params;
+  double lr, beta1, beta2, eps, weightDecay, momentum, dampening;
+  bool amsgrad, nesterov;
+};
+
+double Num(const Napi::Object& o, const char* k, double def) {
+  Napi::Value v = o.Get(k);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+}
+bool Flag(const Napi::Object& o, const char* k) { return o.Get(k).ToBoolean(); }
+
+std::unique_ptr<torch::optim::OptimizerOptions> GroupOptions(const std::string& kind, const GroupSpec& g);
+}  // namespace
+
+Napi::Function OptimizerWrap::Init(Napi::Env env) {
+  return DefineClass(env, "Optimizer",
+                     {
+                         InstanceMethod<&OptimizerWrap::Step>("step"),
+                         InstanceMethod<&OptimizerWrap::ZeroGrad>("zeroGrad"),
+                         InstanceMethod<&OptimizerWrap::SetLr>("setLr"),
+                         InstanceMethod<&OptimizerWrap::AddParamGroup>("addParamGroup"),
+                         InstanceMethod<&OptimizerWrap::StateDict>("stateDict"),
+                         InstanceMethod<&OptimizerWrap::LoadStateDict>("loadStateDict"),
+                         InstanceMethod<&OptimizerWrap::Dispose>("dispose"),
+                         InstanceAccessor<&OptimizerWrap::GetDisposed>("disposed"),
+                     });
+}
+
+namespace {
+GroupSpec ReadGroup(Napi::Env env, const Napi::Object& g) {
+  GroupSpec s{};
+  Napi::Array ps = g.Get("params").As<Napi::Array>();
+  for (uint32_t j = 0; j < ps.Length(); j++) s.params.push_back(TensorWrap::SlotOf(env, ps.Get(j), "optimizer"));
+  s.lr = Num(g, "lr", 1e-3);
+  Napi::Value betas = g.Get("betas");
+  s.beta1 = betas.IsArray() ? betas.As<Napi::Array>().Get(0u).As<Napi::Number>().DoubleValue() : 0.9;
+  s.beta2 = betas.IsArray() ? betas.As<Napi::Array>().Get(1u).As<Napi::Number>().DoubleValue() : 0.999;
+  s.eps = Num(g, "eps", 1e-8);
+  s.weightDecay = Num(g, "weightDecay", 0);
+  s.momentum = Num(g, "momentum", 0);
+  s.dampening = Num(g, "dampening", 0);
+  s.amsgrad = Flag(g, "amsgrad");
+  s.nesterov = Flag(g, "nesterov");
+  return s;
+}
+
+std::unique_ptr<torch::optim::OptimizerOptions> GroupOptions(const std::string& kind, const GroupSpec& g) {
+  if (kind == "adamw") {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(g.lr);
+    o->betas(std::make_tuple(g.beta1, g.beta2)).eps(g.eps).weight_decay(g.weightDecay).amsgrad(g.amsgrad);
+    return o;
+  }
+  auto o = std::make_unique<torch::optim::SGDOptions>(g.lr);
+  o->momentum(g.momentum).dampening(g.dampening).weight_decay(g.weightDecay).nesterov(g.nesterov);
+  return o;
+}
+}  // namespace
+
+// addParamGroup(group): PyTorch's add_param_group, queued (staged fine-tuning adds the backbone).
+Napi::Value OptimizerWrap::AddParamGroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "addParamGroup()");
+  GroupSpec spec = ReadGroup(env, info[0].As<Napi::Object>());
+  std::string kind = kind_;
+  return Addon(env).executor->Submit<bool>(
+      env, "addParamGroup()",
+      [h, spec, kind] {
+        std::vector<at::Tensor> ts;
+        for (auto& s : spec.params) ts.push_back(s->get());
+        h->get().add_param_group(torch::optim::OptimizerParamGroup(ts, GroupOptions(kind, spec)));
+        h->groups.push_back(ts);
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// new Optimizer(kind: 'adamw' | 'sgd', groups: { params: Tensor[], lr, betas: [b1, b2], eps,
+// weightDecay, amsgrad, momentum, dampening, nesterov }[]); creation is queued on the executor.
+OptimizerWrap::OptimizerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OptimizerWrap>(info) {
+  Napi::Env env = info.Env();
+  std::string kind = info[0].As<Napi::String>();
+  kind_ = kind;
+  Napi::Array raw = info[1].As<Napi::Array>();
+  std::vector<GroupSpec> specs;
+  for (uint32_t i = 0; i < raw.Length(); i++) specs.push_back(ReadGroup(env, raw.Get(i).As<Napi::Object>()));
+  holder_ = std::make_shared<OptimizerHolder>();
+  OptimizerPtr h = holder_;
+  Addon(env).executor->Post(env, "optimizer", [h, kind, specs] {
+    try {
+      std::vector<torch::optim::OptimizerParamGroup> pgs;
+      for (auto& g : specs) {
+        std::vector<at::Tensor> ts;
+        for (auto& s : g.params) ts.push_back(s->get());
+        h->groups.push_back(ts);
+        pgs.emplace_back(ts, GroupOptions(kind, g));
+      }
+      if (kind == "adamw") h->opt = std::make_unique<torch::optim::AdamW>(pgs, torch::optim::AdamWOptions(specs[0].lr));
+      else h->opt = std::make_unique<torch::optim::SGD>(pgs, torch::optim::SGDOptions(specs[0].lr));
+    } catch (...) {
+      h->error = "optimizer: " + ExceptionMessage(std::current_exception());
+    }
+  });
+}
+
+OptimizerPtr OptimizerWrap::Of(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject()) throw Napi::TypeError::New(env, what + ": expected an optimizer");
+  auto* w = Unwrap(v.As<Napi::Object>());
+  if (!w || !w->holder_) throw Napi::Error::New(env, what + ": the optimizer was disposed");
+  return w->holder_;
+}
+
+Napi::Value OptimizerWrap::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "step()");
+  return Addon(env).executor->Submit<bool>(
+      env, "step()", [h] { at::NoGradGuard g; h->get().step(); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+Napi::Value OptimizerWrap::ZeroGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "zeroGrad()");
+  return Addon(env).executor->Submit<bool>(
+      env, "zeroGrad()", [h] { h->get().zero_grad(); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// setLr(group, lr): queued, so steps already queued use the old rate.
+Napi::Value OptimizerWrap::SetLr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "lr");
+  size_t group = info[0].As<Napi::Number>().Uint32Value();
+  double lr = info[1].As<Napi::Number>().DoubleValue();
+  Addon(env).executor->Post(env, "lr", [h, group, lr] {
+    auto& groups = h->get().param_groups();
+    if (group < groups.size()) groups[group].options().set_lr(lr);
+  });
+  return env.Undefined();
+}
+
+Napi::Value OptimizerWrap::StateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "stateDict()");
+  return Addon(env).executor->Submit<std::string>(
+      env, "stateDict()",
+      [h] {
+        torch::serialize::OutputArchive archive;
+        h->get().save(archive);
+        std::ostringstream out;
+        archive.save_to(out);
+        return out.str();
+      },
+      [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::Buffer<char>::Copy(env, s.data(), s.size()); });
+}
+
+Napi::Value OptimizerWrap::LoadStateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr h = Of(env, info.This(), "loadStateDict()");
+  auto b = info[0].As<Napi::Buffer<char>>();
+  auto bytes = std::make_shared<std::string>(b.Data(), b.Length());
+  return Addon(env).executor->Submit<bool>(
+      env, "loadStateDict()",
+      [h, bytes] {
+        torch::serialize::InputArchive archive;
+        std::istringstream in(*bytes);
+        archive.load_from(in);
+        h->get().load(archive);
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+Napi::Value OptimizerWrap::Dispose(const Napi::CallbackInfo& info) {
+  holder_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value OptimizerWrap::GetDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !holder_);
+}
+
+namespace {
+struct StepResult {
+  double loss = 0;
+  int64_t correct = 0;
+  int64_t total = 0;
+  double gradNorm = -1;
+};
+}  // namespace
+
+// trainStep(module, optimizer | null, input, target, weight | null,
+//           { reduction, ignoreIndex, labelSmoothing, lossScale, clipNorm, step, zeroGrad })
+// One queued task: forward (grad on), cross-entropy, backward, optional clipping, step, zero-grad.
+Napi::Value TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = ModuleWrap::Of(env, info[0], "trainStep");
+  OptimizerPtr opt = info[1].IsNull() ? nullptr : OptimizerWrap::Of(env, info[1], "trainStep");
+  SlotPtr input = TensorWrap::SlotOf(env, info[2], "trainStep input");
+  SlotPtr target = TensorWrap::SlotOf(env, info[3], "trainStep target");
+  SlotPtr weight = info[4].IsNull() || info[4].IsUndefined() ? nullptr : TensorWrap::SlotOf(env, info[4], "loss weight");
+  Napi::Object o = info[5].As<Napi::Object>();
+  int64_t reduction = o.Get("reduction").As<Napi::Number>().Int64Value();
+  int64_t ignoreIndex = o.Get("ignoreIndex").As<Napi::Number>().Int64Value();
+  double smoothing = o.Get("labelSmoothing").As<Napi::Number>().DoubleValue();
+  double lossScale = o.Get("lossScale").As<Napi::Number>().DoubleValue();
+  double clipNorm = o.Get("clipNorm").As<Napi::Number>().DoubleValue();
+  bool doStep = o.Get("step").ToBoolean();
+  bool doZero = o.Get("zeroGrad").ToBoolean();
+  return Addon(env).executor->Submit<StepResult>(
+      env, "trainStep",
+      [=] {
+        at::AutoGradMode grad(true);
+        at::Tensor x = input->get();
+        at::Tensor y = target->get();
+        at::Tensor logits = m->forward({x}).toTensor();
+        c10::optional<at::Tensor> w;
+        if (weight) w = weight->get();
+        CheckTargets(logits, y, ignoreIndex);
+        at::Tensor loss = at::cross_entropy_loss(logits, y, w, reduction, ignoreIndex, smoothing);
+        StepResult r;
+        r.loss = loss.item<double>();
+        if (!std::isfinite(r.loss)) {
+          // No update from a non-finite loss: JS decides whether to stop or skip.
+          if (opt) opt->get().zero_grad();
+          return r;
+        }
+        (lossScale == 1.0 ? loss : loss * lossScale).backward();
+        if (clipNorm > 0 && opt) {
+          std::vector<at::Tensor> ps;
+          for (auto& g : opt->groups) ps.insert(ps.end(), g.begin(), g.end());
+          r.gradNorm = torch::nn::utils::clip_grad_norm_(ps, clipNorm);
+        }
+        if (opt && doStep) {
+          at::NoGradGuard ng;
+          opt->get().step();
+        }
+        if (opt && doZero) opt->get().zero_grad();
+        at::NoGradGuard ng;
+        if (logits.dim() == 2 && y.dim() == 1) {
+          r.correct = logits.argmax(1).eq(y).sum().item<int64_t>();
+          r.total = y.size(0);
+        }
+        return r;
+      },
+      [](Napi::Env env, StepResult& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("loss", r.loss);
+        out.Set("correct", double(r.correct));
+        out.Set("total", double(r.total));
+        out.Set("gradNorm", r.gradNorm < 0 ? env.Null() : Napi::Number::New(env, r.gradNorm));
+        return out;
+      });
+}
+
+// clipGradNorm(params: Tensor[], maxNorm, normType): Promise<number> (the total norm before clipping)
+Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array raw = info[0].As<Napi::Array>();
+  std::vector<SlotPtr> slots;
+  for (uint32_t i = 0; i < raw.Length(); i++) slots.push_back(TensorWrap::SlotOf(env, raw.Get(i), "clipGradNorm"));
+  double maxNorm = info[1].As<Napi::Number>().DoubleValue();
+  double normType = info[2].As<Napi::Number>().DoubleValue();
+  return Addon(env).executor->Submit<double>(
+      env, "clipGradNorm",
+      [slots, maxNorm, normType] {
+        std::vector<at::Tensor> ps;
+        for (auto& s : slots) ps.push_back(s->get());
+        return torch::nn::utils::clip_grad_norm_(ps, maxNorm, normType);
+      },
+      [](Napi::Env env, double& n) -> Napi::Value { return Napi::Number::New(env, n); });
+}
+
+}  // namespace finetorch
