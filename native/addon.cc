@@ -42,6 +42,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("memory", Napi::Function::New(env, Memory));
+  exports.Set("cudnnBenchmark", Napi::Function::New(env, CudnnBenchmark));
+  exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
+  exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
   return exports;
 }
 

@@ -9,6 +9,10 @@
 
 #include <regex>
 
+#ifdef FINETORCH_CUDA_HEADERS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace finetorch {
 
 namespace {
@@ -80,6 +84,56 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   o.Set("tensors", double(data.liveTensors.load()));
   o.Set("bytes", double(data.liveBytes.load()));
   return o;
+}
+
+}  // namespace finetorch
+
+namespace finetorch {
+
+// cudnnBenchmark(flag?): sets (when given) and returns cuDNN's autotuner flag.
+Napi::Value CudnnBenchmark(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsBoolean()) at::globalContext().setBenchmarkCuDNN(info[0].As<Napi::Boolean>());
+  return Napi::Boolean::New(info.Env(), at::globalContext().benchmarkCuDNN());
+}
+
+// cudaSynchronize(): queued, so it waits for the GPU work queued before it.
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Addon(env).executor->Submit<bool>(
+      env, "cuda.synchronize()", [] { torch::cuda::synchronize(); return true; },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// cudaMemory(device): { allocated, reserved, peak } from c10's caching allocator, or null when
+// this build has no CUDA headers (CPU libtorch, or node-gyp prebuilds).
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef FINETORCH_CUDA_HEADERS
+  int device = info[0].As<Napi::Number>().Int32Value();
+  return Guard(env, "cuda.memory()", [&]() -> Napi::Value {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("allocated", double(stats.allocated_bytes[0].current));
+    o.Set("reserved", double(stats.reserved_bytes[0].current));
+    o.Set("peak", double(stats.allocated_bytes[0].peak));
+    return o;
+  });
+#else
+  return env.Null();
+#endif
+}
+
+Napi::Value CudaEmptyCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef FINETORCH_CUDA_HEADERS
+  return Addon(env).executor->Submit<bool>(
+      env, "cuda.emptyCache()", [] { c10::cuda::CUDACachingAllocator::emptyCache(); return true; },
+      [](Napi::Env env, bool&) { return Napi::Boolean::New(env, true); });
+#else
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Resolve(Napi::Boolean::New(env, false));
+  return d.Promise();
+#endif
 }
 
 }  // namespace finetorch

@@ -11,5 +11,9 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info);
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value Memory(const Napi::CallbackInfo& info);
+Napi::Value CudnnBenchmark(const Napi::CallbackInfo& info);
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info);
+Napi::Value CudaMemory(const Napi::CallbackInfo& info);
+Napi::Value CudaEmptyCache(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch

@@ -207,6 +207,8 @@ struct StepResult {
   int64_t correct = 0;
   int64_t total = 0;
   double gradNorm = -1;
+  bool skipped = false;
+  double scale = 1;
 };
 }  // namespace
 
@@ -228,17 +230,29 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   double clipNorm = o.Get("clipNorm").As<Napi::Number>().DoubleValue();
   bool doStep = o.Get("step").ToBoolean();
   bool doZero = o.Get("zeroGrad").ToBoolean();
+  Amp amp = static_cast<Amp>(o.Get("amp").IsNumber() ? o.Get("amp").As<Napi::Number>().Int32Value() : 0);
+  bool channelsLast = o.Get("channelsLast").ToBoolean();
+  std::string device = o.Get("device").IsString() ? o.Get("device").As<Napi::String>().Utf8Value() : "";
   return Addon(env).executor->Submit<StepResult>(
       env, "trainStep",
       [=] {
         at::AutoGradMode grad(true);
         at::Tensor x = input->get();
         at::Tensor y = target->get();
-        at::Tensor logits = m->forward({x}).toTensor();
+        c10::Device dev = device.empty() ? x.device() : ParseDevice(device);
+        // Host batches go to the model's device here, without blocking on pinned memory.
+        if (x.device() != dev) x = x.to(dev, x.is_pinned());
+        if (y.device() != dev) y = y.to(dev, y.is_pinned());
+        if (channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
         c10::optional<at::Tensor> w;
-        if (weight) w = weight->get();
-        CheckTargets(logits, y, ignoreIndex);
-        at::Tensor loss = at::cross_entropy_loss(logits, y, w, reduction, ignoreIndex, smoothing);
+        if (weight) w = weight->get().to(dev);
+        at::Tensor logits, loss;
+        {
+          AutocastScope autocast(amp, dev);
+          logits = m->forward({x}).toTensor();
+          CheckTargets(logits, y, ignoreIndex);
+          loss = at::cross_entropy_loss(logits.scalar_type() == at::kFloat ? logits : logits.to(at::kFloat), y, w, reduction, ignoreIndex, smoothing);
+        }
         StepResult r;
         r.loss = loss.item<double>();
         if (!std::isfinite(r.loss)) {
@@ -246,15 +260,31 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
           if (opt) opt->get().zero_grad();
           return r;
         }
-        (lossScale == 1.0 ? loss : loss * lossScale).backward();
+        if (amp == Amp::FP16 && opt) {
+          opt->scaler.init(dev);
+          (loss * lossScale * opt->scaler.scale).backward();
+        } else {
+          (lossScale == 1.0 ? loss : loss * lossScale).backward();
+        }
+        bool foundInf = false;
+        if (amp == Amp::FP16 && opt && doStep) {
+          std::vector<at::Tensor> ps;
+          for (auto& g : opt->groups) ps.insert(ps.end(), g.begin(), g.end());
+          foundInf = opt->scaler.unscale(ps);
+        }
         if (clipNorm > 0 && opt) {
           std::vector<at::Tensor> ps;
           for (auto& g : opt->groups) ps.insert(ps.end(), g.begin(), g.end());
           r.gradNorm = torch::nn::utils::clip_grad_norm_(ps, clipNorm);
         }
-        if (opt && doStep) {
+        if (opt && doStep && !foundInf) {
           at::NoGradGuard ng;
           opt->get().step();
+        }
+        if (amp == Amp::FP16 && opt && doStep) {
+          opt->scaler.update(foundInf);
+          r.skipped = foundInf;
+          r.scale = opt->scaler.scale.item<double>();
         }
         if (opt && doZero) opt->get().zero_grad();
         at::NoGradGuard ng;
@@ -270,6 +300,8 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
         out.Set("correct", double(r.correct));
         out.Set("total", double(r.total));
         out.Set("gradNorm", r.gradNorm < 0 ? env.Null() : Napi::Number::New(env, r.gradNorm));
+        out.Set("skipped", r.skipped);
+        out.Set("scale", r.scale);
         return out;
       });
 }

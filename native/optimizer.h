@@ -2,6 +2,7 @@
 // forward, loss, backward, clipping, the optimizer step and zero-grad as one queued task.
 #pragma once
 
+#include "amp.h"
 #include "common.h"
 
 #include <torch/optim.h>
@@ -12,6 +13,7 @@ struct OptimizerHolder {
   std::unique_ptr<torch::optim::Optimizer> opt;
   std::vector<std::vector<at::Tensor>> groups;  // the parameters of each group, in order
   std::string error;
+  GradScaler scaler;  // used by fp16 training steps
   torch::optim::Optimizer& get() const;
 };
 using OptimizerPtr = std::shared_ptr<OptimizerHolder>;

@@ -295,6 +295,7 @@ Napi::Function ModuleWrap::Init(Napi::Env env) {
                                      InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
                                      InstanceMethod<&ModuleWrap::To>("to"),
                                      InstanceMethod<&ModuleWrap::ReplaceLinear>("replaceLinear"),
+                                     InstanceMethod<&ModuleWrap::ChannelsLast>("channelsLast"),
                                      InstanceMethod<&ModuleWrap::Dispose>("dispose"),
                                      InstanceAccessor<&ModuleWrap::GetDisposed>("disposed"),
                                  });
@@ -450,6 +451,25 @@ Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
         // Scripted Linear keeps out_features as a class constant (only its repr reads it).
         if (lin.hasattr("out_features") && lin.type()->findConstantSlot("out_features") == c10::nullopt) {
           lin.setattr("out_features", out);
+        }
+        return true;
+      },
+      [](Napi::Env env, bool&) { return env.Undefined(); });
+}
+
+// channelsLast(): 4-D parameters and buffers to the NHWC memory format (same values, same names).
+Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = Of(env, info.This(), "channelsLast");
+  return Addon(env).executor->Submit<bool>(
+      env, "channelsLast",
+      [m] {
+        at::NoGradGuard ng;
+        for (const auto& p : m->parameters(true)) {
+          if (p.dim() == 4) const_cast<at::Tensor&>(p).set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+        }
+        for (const auto& b : m->buffers(true)) {
+          if (b.dim() == 4) const_cast<at::Tensor&>(b).set_data(b.contiguous(at::MemoryFormat::ChannelsLast));
         }
         return true;
       },

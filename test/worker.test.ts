@@ -4,7 +4,7 @@
  *
  * A Worker runs plain JS, so it loads the compiled package (dist/), rebuilt here when stale.
  */
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
@@ -75,6 +75,43 @@ function spawn(body: string): { worker: Worker; done: Promise<WorkerRun> } {
 
 const run = (body: string) => spawn(body).done;
 
+/**
+ * Runs `times` Workers one after another in a separate Node process (so that an abort during
+ * Worker teardown fails the test instead of killing jest's worker) and returns how the process
+ * ended and each Worker's exit code. With `terminate`, each Worker is terminated as soon as it
+ * posts its first message.
+ */
+function isolated(body: string, times: number, terminate = false) {
+  const child = `
+    const { Worker } = require('worker_threads');
+    const { dist, body, times, terminate } = JSON.parse(process.argv[1]);
+    require(dist); // the addon is loaded on the main thread too, as in an application
+    (async () => {
+      const codes = [];
+      for (let i = 0; i < times; i++) {
+        const w = new Worker(
+          'const { parentPort } = require("worker_threads");' +
+          'const torch = require(' + JSON.stringify(dist) + ');' +
+          'const post = (m) => parentPort.postMessage(m);' +
+          '(async () => {' + body + '})();',
+          { eval: true });
+        const exited = new Promise((resolve) => w.on('exit', resolve));
+        if (terminate) {
+          await new Promise((resolve) => w.once('message', resolve));
+          await w.terminate();
+        }
+        codes.push(await exited);
+      }
+      process.stdout.write(JSON.stringify(codes));
+    })();
+  `;
+  const r = spawnSync(process.execPath, ['-e', child, JSON.stringify({ dist: distIndex, body, times, terminate })], {
+    encoding: 'utf8',
+    timeout: 60000,
+  });
+  return { status: r.status, signal: r.signal, codes: r.stdout ? (JSON.parse(r.stdout) as number[]) : null, stderr: r.stderr };
+}
+
 describe('worker_threads', () => {
   test('a Worker loads the addon, computes a matmul, posts it back and exits with code 0', async () => {
     const r = await run(`
@@ -140,34 +177,6 @@ describe('worker_threads', () => {
     expect(r.exitCode).toBe(0);
   });
 
-  test('process.exit(0) inside a Worker while the executor is busy exits with code 0', async () => {
-    const r = await run(`
-      const x = torch.randn([512, 512]);
-      const pending = Array.from({ length: 8 }, () => x.matmul(x));
-      post('exiting');
-      process.exit(0);
-    `);
-    expect(r.messages).toEqual(['exiting']);
-    expect(r.exitCode).toBe(0);
-    // the main thread's addon instance is unaffected
-    expect(await (await torch.ones([3]).sum()).item()).toBe(3);
-  });
-
-  test('terminate() in the middle of a computation ends the Worker without harming the process', async () => {
-    const { worker, done } = spawn(`
-      const x = torch.randn([1024, 1024]);
-      post('started');
-      for (;;) (await x.matmul(x)).dispose();
-    `);
-    await new Promise<void>((resolve) => worker.once('message', () => resolve()));
-    const code = await worker.terminate();
-    const r = await done;
-    expect(code).toBe(1); // Node's exit code for a terminated Worker
-    expect(r.exitCode).toBe(1);
-    expect(r.messages).toEqual(['started']);
-    expect(await (await torch.tensor([2, 3]).mul(2)).tolist()).toEqual([4, 6]);
-  });
-
   test('Workers started one after another each get a fresh working addon instance', async () => {
     for (let i = 0; i < 3; i++) {
       const r = await run(`
@@ -203,5 +212,69 @@ describe('worker_threads', () => {
       'tensor(): unknown device "gpu"; expected \'cpu\', \'cuda\' or \'cuda:N\'',
     ]);
     expect(r.exitCode).toBe(0);
+  });
+});
+
+describe('Worker teardown with work in flight (each in its own process)', () => {
+  test('process.exit(0) in a Worker right after queueing matmuls exits with code 0', () => {
+    const r = isolated(`
+      const x = torch.randn([512, 512]);
+      Array.from({ length: 8 }, () => x.matmul(x));
+      process.exit(0);
+    `, 5);
+    expect(r.stderr).not.toMatch(/terminate called|Error|Abort/);
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.codes).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  test('terminate() during a long matmul ends the Worker (code 1) and the process carries on', () => {
+    const r = isolated(`
+      const x = torch.randn([1024, 1024]);
+      const p = x.matmul(x);
+      post('started');
+      await p;
+    `, 2, true);
+    expect(r.stderr).not.toMatch(/terminate called|Error|Abort/);
+    expect(r.status).toBe(0);
+    expect(r.codes).toEqual([1, 1]); // Node's exit code for a terminated Worker
+  });
+
+  // BUG (native/executor.cc): when a Worker's environment is torn down while completed tasks are
+  // still queued on the thread-safe function, Executor::CallJs -> Task::Finish runs with an env
+  // that can no longer call into JS; the Napi::Error from TensorWrap::New / Deferred::Resolve is
+  // caught, Deferred::Reject throws again, the error escapes CallJs, and node-addon-api's wrapper
+  // fails to rethrow it into JS: std::terminate aborts the whole process ("terminate called
+  // after throwing an instance of 'Napi::Error'"). These two tests pin the wanted behaviour and
+  // are marked failing until that is fixed; remove `.failing` then.
+  test.failing('process.exit(0) in a Worker while completions are pending does not abort the process', () => {
+    const r = isolated(`
+      const x = torch.tensor([1]);
+      const pending = [];
+      for (let i = 0; i < 5000; i++) pending.push(x.add(i));
+      setImmediate(() => process.exit(0));
+    `, 5);
+    expect(r.stderr).not.toMatch(/terminate called/);
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.codes).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  test.failing('terminate() while many small ops are completing does not abort the process', () => {
+    const r = isolated(`
+      const x = torch.tensor([1]);
+      let first = true;
+      for (;;) {
+        const batch = [];
+        for (let i = 0; i < 2000; i++) batch.push(x.add(i));
+        if (first) post('busy');
+        first = false;
+        await Promise.all(batch);
+      }
+    `, 10, true);
+    expect(r.stderr).not.toMatch(/terminate called/);
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.codes).toEqual(Array(10).fill(1));
   });
 });
