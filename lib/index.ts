@@ -12,7 +12,7 @@ export { tensor, zeros, ones, empty, full, rand, randn, randint, arange } from '
 export type { TensorOptions, TensorLike } from './creation';
 export { tidy, keep, memory } from './memory';
 export type { MemoryInfo } from './memory';
-export { manualSeed, setNumThreads, getNumThreads, version, cuda } from './runtime';
+export { manualSeed, setNumThreads, getNumThreads, version, cuda, backends } from './runtime';
 export type { DType } from './native';
 export { noGrad, enableGrad } from './autograd';
 export * as jit from './jit';

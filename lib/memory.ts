@@ -101,5 +101,8 @@ export interface MemoryInfo {
  * const before = torch.memory().tensors;
  */
 export function memory(): MemoryInfo {
-  return native.memory();
+  const info: MemoryInfo = native.memory();
+  const cuda = native.cudaIsAvailable() ? native.cudaMemory(0) : null;
+  if (cuda) info.cuda = cuda;
+  return info;
 }

@@ -49,6 +49,7 @@ export interface NativeModule {
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;
   replaceLinear(path: string, outFeatures: number): Promise<void>;
+  channelsLast(): Promise<void>;
   dispose(): void;
 }
 
@@ -85,12 +86,17 @@ export interface TrainStepOptions {
   clipNorm: number;
   step: boolean;
   zeroGrad: boolean;
+  /** 0 none, 1 bf16, 2 fp16 (autocast; fp16 with loss scaling). */
+  amp?: number;
+  channelsLast?: boolean;
+  /** Where the batch goes before the forward ('' keeps it where it is). */
+  device?: string;
 }
 
 export interface Binding {
   Optimizer: new (kind: 'adamw' | 'sgd', groups: NativeGroup[]) => NativeOptimizer;
   trainStep(module: NativeModule, optimizer: NativeOptimizer | null, input: NativeTensor, target: NativeTensor,
-      weight: NativeTensor | null, options: TrainStepOptions): Promise<{ loss: number; correct: number; total: number; gradNorm: number | null }>;
+      weight: NativeTensor | null, options: TrainStepOptions): Promise<{ loss: number; correct: number; total: number; gradNorm: number | null; skipped: boolean; scale: number }>;
   clipGradNorm(params: NativeTensor[], maxNorm: number, normType: number): Promise<number>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string): Promise<NativeModule>;
@@ -106,6 +112,10 @@ export interface Binding {
   setNumThreads(n: number): Promise<void>;
   getNumThreads(): number;
   memory(): { tensors: number; bytes: number };
+  cudnnBenchmark(flag?: boolean): boolean;
+  cudaSynchronize(): Promise<void>;
+  cudaMemory(device: number): { allocated: number; reserved: number; peak: number } | null;
+  cudaEmptyCache(): Promise<boolean>;
 }
 
 const root = path.resolve(__dirname, '..');

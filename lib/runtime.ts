@@ -50,8 +50,35 @@ export const version: Readonly<{ libtorch: string; builtWith: string; cuda: stri
   finetorch: (require('../package.json') as { version: string }).version,
 });
 
-/** CUDA queries. */
+function cudaIndex(device: string | number | undefined): number {
+  if (device === undefined) return 0;
+  if (typeof device === 'number') return check.integer(device, 'cuda device', 0);
+  const d = check.device(device, 'cuda device');
+  return d.includes(':') ? Number(d.split(':')[1]) : 0;
+}
+
+/** CUDA queries and memory management. */
 export const cuda = {
+  /**
+   * The CUDA caching allocator's bytes for a device: allocated, reserved and peak allocated;
+   * null without CUDA (or in a build without CUDA headers).
+   *
+   * @example
+   * console.log(torch.cuda.memory()?.peak);
+   */
+  memory(device?: string | number): { allocated: number; reserved: number; peak: number } | null {
+    if (!native.cudaIsAvailable()) return null;
+    return native.cudaMemory(cudaIndex(device));
+  },
+  /** Returns cached, unused GPU memory to the driver. @example await torch.cuda.emptyCache(); */
+  async emptyCache(): Promise<void> {
+    if (native.cudaIsAvailable()) await native.cudaEmptyCache();
+  },
+  /** Waits for all queued GPU work. @example await torch.cuda.synchronize(); */
+  async synchronize(): Promise<void> {
+    if (!native.cudaIsAvailable()) throw new Error('cuda.synchronize(): CUDA is not available');
+    await native.cudaSynchronize();
+  },
   /** Whether libtorch sees a usable CUDA device. @example if (torch.cuda.isAvailable()) {...} */
   isAvailable(): boolean {
     return native.cudaIsAvailable();
@@ -59,5 +86,18 @@ export const cuda = {
   /** The number of visible CUDA devices. @example torch.cuda.deviceCount() */
   deviceCount(): number {
     return native.cudaIsAvailable() ? native.cudaDeviceCount() : 0;
+  },
+};
+
+/**
+ * Backend switches, as `torch.backends`.
+ *
+ * @example
+ * torch.backends.cudnn.benchmark = true; // autotune convolutions for fixed input sizes
+ */
+export const backends = {
+  cudnn: {
+    get benchmark(): boolean { return native.cudnnBenchmark(); },
+    set benchmark(flag: boolean) { native.cudnnBenchmark(check.boolean(flag, 'cudnn.benchmark')); },
   },
 };

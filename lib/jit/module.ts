@@ -120,6 +120,16 @@ export class ScriptModule {
     return this.handle;
   }
 
+  /** The device of the model's parameters ('cpu' for a model without any). */
+  get device(): string { return this.params[0]?.[1].device ?? 'cpu'; }
+
+  /** Stores 4-D weights in channels-last (NHWC) memory format, faster for convolutions on GPUs. */
+  async channelsLast(): Promise<this> {
+    await this.live('channelsLast()').channelsLast();
+    this.adopt(await this.handle.snapshot());
+    return this;
+  }
+
   /** True when the model was traced rather than scripted. */
   get traced(): boolean { return this.snap.traced; }
   /** Whether the model is in training mode. */

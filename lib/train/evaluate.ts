@@ -47,7 +47,9 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
     for await (const b of batches(loader, 'evaluate')) {
       try {
         await noGrad(async () => {
-          const logits: Tensor = await model.forward(b.input);
+          const input = b.input.device === model.device ? b.input : await b.input.to(model.device);
+          const logits: Tensor = await model.forward(input);
+          if (input !== b.input) input.dispose();
           try {
             const C = logits.shape[1];
             if (confusion.length === 0) confusion = Array.from({ length: C }, () => new Array<number>(C).fill(0));
@@ -60,6 +62,8 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
             const top = await idx.data() as BigInt64Array;
             idx.dispose();
             const y = await b.target.data() as BigInt64Array;
+            const C0 = confusion.length;
+            y.forEach((v, i) => { if (v < 0n || Number(v) >= C0) throw new RangeError(`evaluate: labels must be in [0, ${C0}): got ${v} at index ${i}`); });
             for (let i = 0; i < y.length; i++) {
               const t = Number(y[i]);
               const p = Number(top[i * k]);
@@ -101,7 +105,9 @@ export async function predict(model: ScriptModule, input: Tensor): Promise<Tenso
   model.eval();
   try {
     return await noGrad(async () => {
-      const logits: Tensor = await model.forward(input);
+      const x = input.device === model.device ? input : await input.to(model.device);
+      const logits: Tensor = await model.forward(x);
+      if (x !== input) x.dispose();
       try { return await logits.softmax(-1); } finally { logits.dispose(); }
     });
   } finally {

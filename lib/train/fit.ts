@@ -80,6 +80,12 @@ export interface FitOptions {
   nonFinite?: 'error' | 'skip';
   /** Keep the batch tensors (by default fit disposes each batch after its step). */
   keepBatches?: boolean;
+  /** Train on this device (default: where the model's parameters are); batches are moved there. */
+  device?: string;
+  /** Mixed precision: 'bf16' or 'fp16' autocast (fp16 on CUDA, with loss scaling). */
+  amp?: 'bf16' | 'fp16' | false;
+  /** Channels-last (NHWC) weights and inputs, for convolution speed on GPUs. */
+  channelsLast?: boolean;
 }
 
 function validate(model: ScriptModule, o: FitOptions): void {
@@ -95,6 +101,10 @@ function validate(model: ScriptModule, o: FitOptions): void {
   if (o.checkpoint && (typeof o.checkpoint.dir !== 'string' || !o.checkpoint.dir)) throw new TypeError('fit: checkpoint.dir must be a folder path');
   if (o.checkpoint?.everySteps !== undefined) check.integer(o.checkpoint.everySteps, 'fit: checkpoint.everySteps', 1);
   if (o.nonFinite !== undefined && o.nonFinite !== 'error' && o.nonFinite !== 'skip') throw new TypeError("fit: nonFinite must be 'error' or 'skip'");
+  if (o.amp !== undefined && o.amp !== false && o.amp !== 'bf16' && o.amp !== 'fp16') throw new TypeError("fit: amp must be 'bf16', 'fp16' or false");
+  if (o.device !== undefined) check.device(o.device, 'fit: device');
+  const device = o.device ?? model.device;
+  if (o.amp === 'fp16' && !device.startsWith('cuda')) throw new Error("fit: amp 'fp16' needs a CUDA device (use 'bf16' on CPU)");
   for (const s of o.stages ?? []) {
     check.integer(s.epoch, 'fit: stages[].epoch', 0);
     if (!(s.lr >= 0)) throw new RangeError('fit: stages[].lr must be >= 0');
@@ -130,6 +140,10 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
   const history: History = { epochs: [], stoppedEarly: false };
   const pos: TrainingPosition = { epoch: 0, batch: 0, globalStep: 0, stagesApplied: 0 };
   const keep = options.keepBatches ?? false;
+  const device = options.device ?? model.device;
+  if (device !== model.device) await model.to(device);
+  if (options.channelsLast) await model.channelsLast();
+  const amp = options.amp === 'bf16' ? 1 : options.amp === 'fp16' ? 2 : 0;
 
   if (options.resumeFrom) {
     const { dir, meta } = await readCheckpoint(options.resumeFrom);
@@ -173,10 +187,15 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
         r = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
           reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
           lossScale: 1 / accum, clipNorm: doStep ? options.clipGradNorm ?? 0 : 0, step: doStep, zeroGrad: doStep,
+          amp, channelsLast: options.channelsLast ?? false, device,
         });
         pending = doStep ? 0 : pending + 1;
       } catch (err) {
-        throw new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${(err as Error).message}`);
+        const msg = (err as Error).message;
+        const oom = /out of memory/i.test(msg)
+          ? ` — the step for a batch of shape [${b.input.shape}] did not fit in ${device} memory; try a smaller batchSize, amp: 'bf16', or gradAccumulation`
+          : '';
+        throw new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${msg}${oom}`);
       } finally {
         release(b, keep);
       }
