@@ -1,6 +1,6 @@
 /**
  * The event loop never waits for libtorch: computation runs on the executor thread while JS
- * timers keep firing.
+ * timers keep firing, and completions are delivered a batch per loop turn.
  */
 import { performance } from 'perf_hooks';
 import * as torch from '../lib';
@@ -10,6 +10,7 @@ function lagMonitor() {
   let last = performance.now();
   let worst = 0;
   let ticks = 0;
+  const elu0 = performance.eventLoopUtilization();
   const timer = setInterval(() => {
     const now = performance.now();
     worst = Math.max(worst, now - last);
@@ -17,11 +18,11 @@ function lagMonitor() {
     ticks++;
   }, 1);
   return {
-    stop(): { worst: number; ticks: number } {
+    stop(): { worst: number; ticks: number; utilization: number } {
       clearInterval(timer);
       // the time since the last tick counts too: a loop blocked until the very end shows here
       worst = Math.max(worst, performance.now() - last);
-      return { worst, ticks };
+      return { worst, ticks, utilization: performance.eventLoopUtilization(elu0).utilization };
     },
   };
 }
@@ -42,18 +43,23 @@ describe('event loop stays responsive', () => {
     }
     const count = Math.min(400, Math.max(4, Math.round(2000 / one)));
 
+    // Baseline: the same monitor over a 500 ms window with no work queued. This is a measurement
+    // window, not a wait for work; on a quiet machine its worst gap is ~1 ms, and on a machine
+    // busy with other processes it is the lag that finetorch is not responsible for.
+    const idle = lagMonitor();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const baseline = idle.stop().worst;
+
     const monitor = lagMonitor();
     const start = performance.now();
     // All queued back to back before any completes: the executor runs them in order.
     const pending = Array.from({ length: count }, () => x.matmul(w));
     const results = await Promise.all(pending);
     const elapsed = performance.now() - start;
-    const { worst, ticks } = monitor.stop();
+    const { worst, ticks, utilization } = monitor.stop();
 
     // the results are right
-    for (const r of results) {
-      expect(r.shape).toEqual([n, n]);
-    }
+    for (const r of results) expect(r.shape).toEqual([n, n]);
     const sums = await Promise.all(results.map(async (r) => (await r.sum()).item()));
     sums.forEach((s) => expect(s).toBe(n * n));
     const corner = await (await results[count - 1].slice(0, 0, 2)).slice(1, n - 2);
@@ -62,27 +68,41 @@ describe('event loop stays responsive', () => {
 
     // the chain ran long enough to mean something, and the loop was free throughout
     expect(elapsed).toBeGreaterThan(500);
-    expect(worst).toBeLessThan(50);
+    expect(worst).toBeLessThan(50 + baseline);
     expect(ticks).toBeGreaterThan(elapsed / 10);
+    // the main thread was idle (in the poll phase) most of the time: the work ran elsewhere
+    expect(utilization).toBeLessThan(0.5);
 
     results.forEach((r) => r.dispose());
     x.dispose();
     w.dispose();
   });
 
-  test('20,000 small ops completing at once are spread over many loop turns, not one block', async () => {
+  test('20,000 small ops completing at once are delivered over many loop turns, not in one block', async () => {
     const s = torch.tensor([1, 2]);
     (await s.add(0)).dispose(); // warm path
-    const pending = Array.from({ length: 20000 }, (_, i) => s.add(i));
-    // The monitor starts after issuing: issuing is our own synchronous JS, completions are not.
-    const monitor = lagMonitor();
+
+    // A setImmediate chain counts loop turns; each completion records the turn it arrived in.
+    let turn = 0;
+    let spinning = true;
+    const spin = () => {
+      turn++;
+      if (spinning) setImmediate(spin);
+    };
+    spin();
+    const turns = new Set<number>();
+    const pending = Array.from({ length: 20000 }, (_, i) =>
+      s.add(i).then((t) => {
+        turns.add(turn);
+        return t;
+      }),
+    );
     const results = await Promise.all(pending);
-    const { worst, ticks } = monitor.stop();
-    // Node delivers thread-safe-function calls in batches (up to 1000 per turn), each settling
-    // its promises and their continuations; between batches timers run. Delivering all 20,000 in
-    // one turn would block for far longer than this bound.
-    expect(ticks).toBeGreaterThanOrEqual(5);
-    expect(worst).toBeLessThan(250);
+    spinning = false;
+
+    // Node hands thread-safe-function calls over in batches (1000 per turn in Node 20), with
+    // timers and immediates running between batches; all 20,000 in one turn would block the loop.
+    expect(turns.size).toBeGreaterThanOrEqual(10);
     expect(await results[19999].tolist()).toEqual([20000, 20001]);
     expect(await results[0].tolist()).toEqual([1, 2]);
     results.forEach((r) => r.dispose());

@@ -95,7 +95,9 @@ const SCHEDULES: SchedSpec[] = [
     name: 'OneCycleLR(linear, pctStart 0.25, divFactor 10, finalDivFactor 100)',
     py: "S.OneCycleLR(opt, max_lr=0.3, total_steps=16, pct_start=0.25, anneal_strategy='linear', div_factor=10, final_div_factor=100, cycle_momentum=False)",
     js: (o) => new OneCycleLR(o, { maxLr: 0.3, totalSteps: 16, pctStart: 0.25, annealStrategy: 'linear', divFactor: 10, finalDivFactor: 100 }),
-    steps: 16,
+    // PyTorch's 16th step (step == totalSteps) extrapolates the linear ramp below zero; see the
+    // fit test below for what that does to finetorch.
+    steps: 15,
   },
   { name: 'OneCycleLR(threePhase)', py: 'S.OneCycleLR(opt, max_lr=0.2, total_steps=25, three_phase=True, cycle_momentum=False)', js: (o) => new OneCycleLR(o, { maxLr: 0.2, totalSteps: 25, threePhase: true }), steps: 25 },
   {
@@ -520,6 +522,26 @@ describe('train.fit', () => {
     clean.dispose();
   });
 
+  // BUG: OneCycleLR's documented use (totalSteps = epochs * batches, stepped per batch by fit)
+  // steps it totalSteps times; at step totalSteps the linear anneal extrapolates past its end to a
+  // negative rate (PyTorch sets it, unused), and finetorch's lr setter throws, so fit fails after
+  // its last batch.
+  test.failing('fit with OneCycleLR(annealStrategy: \'linear\', totalSteps = epochs * batches) completes', async () => {
+    const model = await torch.jit.load(mlpFile);
+    const opt = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
+    const data = mlpBatches(4, 4, 8);
+    const scheduler = new OneCycleLR(opt, { maxLr: 0.1, totalSteps: 2 * data.length, annealStrategy: 'linear' });
+    try {
+      const h = await torch.train.fit(model, {
+        train: { [Symbol.iterator]: () => asBatches(data)[Symbol.iterator]() }, epochs: 2, optimizer: opt, scheduler, progress: false,
+      });
+      expect(h.epochs).toHaveLength(2);
+    } finally {
+      opt.dispose();
+      model.dispose();
+    }
+  });
+
   test('gradAccumulation 2 at batch 4 trains as batch 8 without accumulation (BN-free model)', async () => {
     const data = mlpBatches(2, 4, 8);
     const halves = data.flatMap(({ x, y }) => [{ x: x.slice(0, 16), y: y.slice(0, 4) }, { x: x.slice(16), y: y.slice(4) }]);
@@ -668,7 +690,8 @@ describe('memory', () => {
     gc();
     const grown = process.memoryUsage().rss - rss;
     expect(h.epochs[0].samples).toBe(2000 * 16);
-    expect(torch.memory().tensors).toBe(tensors);
+    // <=: tensors that earlier tests left to the finalizer may be collected meanwhile
+    expect(torch.memory().tensors).toBeLessThanOrEqual(tensors);
     expect(grown).toBeLessThan(50 * 1024 * 1024);
     opt.dispose();
     model.dispose();
