@@ -1,0 +1,226 @@
+/**
+ * `DataLoader`: batches of `{ input, target }` tensors from a dataset, prepared ahead of the
+ * consumer. Each batch's inputs are written into one host buffer and become one tensor with one
+ * `torch.tensor` call; targets become one int64 tensor.
+ */
+import * as check from '../check';
+import { tensor } from '../creation';
+import type { Batch } from '../train/batch';
+import {
+  checkDataset, numel, prepareSample, SkippedSampleError,
+  type DatasetLike, type HostData, type HostDataConstructor, type ItemContext, type PreparedSample, type Sample,
+} from './dataset';
+import { randomSeed, Rng } from './random';
+
+/** Options of a DataLoader. */
+export interface DataLoaderOptions<T> {
+  /** Samples per batch (default 1). */
+  batchSize?: number;
+  /** A new random order every epoch (default false: dataset order). */
+  shuffle?: boolean;
+  /** Fixes the shuffle and the random transforms: epoch `e` of seed `s` is the same in every run. */
+  seed?: number;
+  /** Drop the last batch when it has fewer than `batchSize` samples (default false). */
+  dropLast?: boolean;
+  /** How many batches to prepare ahead of the one being consumed (default 2; 0 reads on demand). */
+  prefetch?: number;
+  /** Builds a batch from the samples (in order) instead of the default stacking of `{ input, target }`. */
+  collate?: (items: T[]) => Batch | Promise<Batch>;
+}
+
+/** A sample left out of its batch (see `DataLoader.skipped`). */
+export interface SkippedSample {
+  /** The dataset index. */
+  index: number;
+  /** The file, when the dataset names one. */
+  path?: string;
+  reason: string;
+}
+
+const SHUFFLE = 0x53485546;
+const AUGMENT = 0x41554700;
+
+/** @internal The batch buffer, reused: `torch.tensor` copies it before it is written again. */
+class Scratch {
+  private buf: HostData | undefined;
+  get(type: HostDataConstructor, n: number): HostData {
+    if (!this.buf || this.buf.constructor !== type || this.buf.length < n) this.buf = new type(n);
+    return this.buf.subarray(0, n) as HostData;
+  }
+}
+
+/** @internal Writes prepared samples into one buffer: one input tensor and one int64 target tensor. */
+function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch): Batch {
+  const { shape, type } = samples[0];
+  samples.forEach((s, k) => {
+    if (s.type !== type) {
+      throw new Error(`DataLoader: samples ${indices[0]} and ${indices[k]} hold different array types (${type.name}, ${s.type.name})`);
+    }
+    if (s.shape.length !== shape.length || s.shape.some((d, i) => d !== shape[i])) {
+      throw new Error(`DataLoader: samples in a batch must have one shape: sample ${indices[0]} is [${shape}] but sample ${indices[k]} is [${s.shape}]` +
+        ' (for images, end the transform with a fixed size: transforms.centerCrop, randomResizedCrop or resize([h, w]))');
+    }
+  });
+  const size = numel(shape);
+  const buf = scratch.get(type, size * samples.length);
+  samples.forEach((s, k) => s.write(buf, k * size));
+  const input = tensor(buf, { shape: [samples.length, ...shape] });
+  const target = tensor(BigInt64Array.from(samples, (s) => BigInt(s.target)), { shape: [samples.length] });
+  return { input, target };
+}
+
+/**
+ * Stacks `{ input, target }` samples into a batch: inputs [B, ...shape] (their array type sets the
+ * dtype), targets int64 [B]. What the DataLoader does when no `collate` is given.
+ *
+ * @example
+ * const batch = data.defaultCollate([await ds.get(0), await ds.get(1)]);
+ */
+export function defaultCollate(items: Sample[]): Batch {
+  if (!Array.isArray(items) || items.length === 0) throw new TypeError('defaultCollate: expected a non-empty array of { input, target } samples');
+  return assemble(items.map((s, k) => prepareSample(s, `defaultCollate: items[${k}]`)), items.map((_, k) => k), new Scratch());
+}
+
+function dispose(b: Batch | null): void {
+  b?.input?.dispose?.();
+  b?.target?.dispose?.();
+}
+
+/**
+ * Iterates a dataset in batches of tensors, `for await (const { input, target } of loader)`.
+ * While a batch is consumed the next `prefetch` batches are being read (images decode in parallel
+ * on libuv's threadpool). Every sample is used exactly once per epoch. Each iteration is one
+ * epoch; with `shuffle` the order is drawn from `seed` and the epoch, and the epoch also seeds
+ * every sample's random transforms, so a seeded run repeats exactly. `train.fit` calls
+ * `setEpoch` and disposes each batch; a hand-written loop must dispose the tensors it gets.
+ *
+ * @example
+ * const loader = new data.DataLoader(trainSet, { batchSize: 32, shuffle: true, seed: 0 });
+ * for await (const { input, target } of loader) {
+ *   // ... train on input [32, 3, 224, 224] and target [32] ...
+ *   input.dispose(); target.dispose();
+ * }
+ */
+export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
+  readonly dataset: DatasetLike<T>;
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  /** The seed in use (a random one when none was given). */
+  readonly seed: number;
+  readonly dropLast: boolean;
+  readonly prefetch: number;
+  private readonly collate?: (items: T[]) => Batch | Promise<Batch>;
+  private nextEpoch = 0;
+  private readonly scratch = new Scratch();
+  private skippedList: SkippedSample[] = [];
+
+  constructor(dataset: DatasetLike<T>, options: DataLoaderOptions<T> = {}) {
+    this.dataset = checkDataset(dataset, 'DataLoader') as DatasetLike<T>;
+    if (options === null || typeof options !== 'object') throw new TypeError('DataLoader: options must be an object');
+    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'collate'];
+    for (const k of Object.keys(options)) {
+      if (!known.includes(k)) throw new TypeError(`DataLoader: unknown option '${k}' (known: ${known.join(', ')})`);
+    }
+    this.batchSize = check.integer(options.batchSize ?? 1, 'DataLoader: batchSize', 1);
+    this.shuffle = check.boolean(options.shuffle ?? false, 'DataLoader: shuffle');
+    this.seed = options.seed === undefined ? randomSeed() : check.integer(options.seed, 'DataLoader: seed', 0, Number.MAX_SAFE_INTEGER);
+    this.dropLast = check.boolean(options.dropLast ?? false, 'DataLoader: dropLast');
+    this.prefetch = check.integer(options.prefetch ?? 2, 'DataLoader: prefetch', 0);
+    if (options.collate !== undefined && typeof options.collate !== 'function') throw new TypeError('DataLoader: collate must be a function (items) => { input, target }');
+    this.collate = options.collate;
+  }
+
+  /** Batches per epoch. */
+  get length(): number {
+    const n = this.dataset.length;
+    return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  /** The epoch the next iteration will be (counts up by one per iteration). */
+  get epoch(): number {
+    return this.nextEpoch;
+  }
+
+  /**
+   * Sets the epoch of the next iteration, so its shuffle and random transforms are those of
+   * (`seed`, `epoch`). `train.fit` calls it at the start of each epoch.
+   */
+  setEpoch(epoch: number): void {
+    this.nextEpoch = check.integer(epoch, 'DataLoader.setEpoch: epoch', 0, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** The samples skipped during the latest epoch (unreadable images under `onError: 'skip'`). */
+  get skipped(): readonly SkippedSample[] {
+    return this.skippedList;
+  }
+
+  /** The dataset indices of epoch `epoch`, in the order they are batched. */
+  order(epoch: number): Uint32Array {
+    const n = this.dataset.length;
+    if (this.shuffle) return new Rng(this.seed, SHUFFLE, epoch).permutation(n);
+    const out = new Uint32Array(n);
+    for (let i = 0; i < n; i++) out[i] = i;
+    return out;
+  }
+
+  private async read<R>(index: number, epoch: number, skipped: SkippedSample[], fn: (i: number, ctx: ItemContext) => Promise<R>): Promise<R | null> {
+    try {
+      return await fn(index, { rng: new Rng(this.seed, AUGMENT, epoch, index) });
+    } catch (err) {
+      if (err instanceof SkippedSampleError) {
+        skipped.push({ index, path: err.path, reason: err.message });
+        return null;
+      }
+      const e = err as Error;
+      throw new Error(`DataLoader: sample ${index}: ${e?.message ?? String(err)}`, { cause: err });
+    }
+  }
+
+  private async batch(indices: number[], epoch: number, skipped: SkippedSample[]): Promise<Batch | null> {
+    const ds = this.dataset;
+    if (this.collate) {
+      const items = (await Promise.all(indices.map((i) => this.read(i, epoch, skipped, (k, ctx) => ds.get(k, ctx))))).filter((x) => x !== null) as T[];
+      return items.length ? this.collate(items) : null;
+    }
+    const prepare = ds.prepare
+      ? (k: number, ctx: ItemContext) => ds.prepare!(k, ctx)
+      : async (k: number, ctx: ItemContext) => prepareSample((await ds.get(k, ctx)) as unknown as Sample, `dataset.get(${k})`);
+    const got = await Promise.all(indices.map((i) => this.read(i, epoch, skipped, prepare)));
+    const kept = got.filter((s) => s !== null) as PreparedSample[];
+    return kept.length ? assemble(kept, indices.filter((_, k) => got[k] !== null), this.scratch) : null;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
+    const epoch = this.nextEpoch;
+    this.nextEpoch = epoch + 1;
+    const order = this.order(epoch);
+    const total = this.length;
+    const skipped: SkippedSample[] = [];
+    this.skippedList = skipped;
+    const pending: Promise<Batch | null>[] = [];
+    let launched = 0;
+    const launch = () => {
+      const start = launched * this.batchSize;
+      const indices = Array.from(order.subarray(start, Math.min(start + this.batchSize, order.length)));
+      const p = this.batch(indices, epoch, skipped);
+      p.catch(() => undefined); // surfaced when this batch is awaited
+      pending.push(p);
+      launched++;
+    };
+    try {
+      for (let b = 0; b < total; b++) {
+        while (launched < total && launched <= b + this.prefetch) launch();
+        const batch = await pending.shift()!;
+        if (batch) yield batch;
+      }
+    } finally {
+      // Stopped early (break or error): batches already being read are disposed when they arrive.
+      for (const p of pending) p.then(dispose, () => undefined);
+    }
+    if (skipped.length > 0) {
+      const first = skipped[0];
+      process.emitWarning(`DataLoader: skipped ${skipped.length} unreadable sample(s) in epoch ${epoch} ` +
+        `(first: ${first.path ?? `index ${first.index}`}: ${first.reason}); see loader.skipped`);
+    }
+  }
+}
