@@ -152,6 +152,7 @@ export function arange(start: number, end?: number, step = 1, options: TensorOpt
   check.number(step, 'arange(): step');
   if (step === 0) throw new RangeError('arange(): step must be non-zero');
   if ((end - start) / step < 0) throw new RangeError(`arange(): cannot go from ${start} to ${end} by ${step}`);
+  if (options.dtype === 'bool') throw new TypeError('arange(): dtype cannot be bool');
   const integral = [start, end, step].every(Number.isInteger);
   return make('arange', [], { dtype: integral ? 'int64' : 'float32', ...options }, start, end, step);
 }

@@ -293,7 +293,7 @@ export class Tensor {
     const size = this.shape[d];
     values.forEach((v: number | bigint, i: number) => {
       const n = Number(v);
-      if (n < -size || n >= size) throw new RangeError(`indexSelect: index ${n} at position ${i} is out of range for dimension ${d} of size ${size}`);
+      if (n < 0 || n >= size) throw new RangeError(`indexSelect: index ${n} at position ${i} is out of range for dimension ${d} of size ${size} (indices must be in [0, ${size}))`);
     });
     return this.run('indexSelect', [index], [d]);
   }

@@ -103,8 +103,13 @@ void Executor::Loop() {
 void Executor::CallJs(Napi::Env env, Napi::Function, Executor* self, Task* task) {
   std::unique_ptr<Task> owned(task);
   if (env == nullptr) return;
-  owned->Finish(env);
-  if (--self->pending_ == 0) self->tsfn_.Unref(env);
+  // A Worker being torn down can no longer run JS: settling the promise then throws, and an
+  // exception escaping here would terminate the whole process.
+  try {
+    owned->Finish(env);
+    if (--self->pending_ == 0) self->tsfn_.Unref(env);
+  } catch (...) {
+  }
 }
 
 }  // namespace finetorch

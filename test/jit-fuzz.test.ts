@@ -297,7 +297,12 @@ const made = new Map<string, { kind: 'control' | 'raw' | 'pickle' | 'code'; what
 
 beforeAll(async () => {
   // The child loads the compiled library; this writes dist/ only.
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    throw new Error(`npx tsc -p tsconfig.build.json failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+  }
   const fx = await fixtures();
   tmp = scratchDir('jit-fuzz');
   mutants = path.join(tmp, 'mutants');
@@ -437,3 +442,81 @@ test(`${RAW + PICKLE + CODE} damaged archives (seed ${SEED}): the loading child 
   // the point of it all: no file takes the process down
   expect(crashes).toEqual([]);
 }, 90_000);
+
+describe('regressions found by this fuzzer', () => {
+  /**
+   * Loads `file` `times` times in a fresh child and runs it when it loads. The crash below reads
+   * out of bounds, so whether it faults depends on the heap layout: several loads in several
+   * processes make a miss unlikely (one load alone faulted in about 5 of 6 runs).
+   */
+  async function loadRepeatedly(file: string, options: string, times: number): Promise<ChildRun> {
+    const script = path.join(tmp, 'load-repeatedly.js');
+    fs.writeFileSync(script, `
+const fs = require('fs');
+const torch = require(process.argv[2]);
+(async () => {
+  for (let i = 0; i < Number(process.argv[4]); i++) {
+    try {
+      const m = await torch.jit.load(process.argv[3], ${options});
+      const y = await m.forward(torch.ones([2, 4]));
+      fs.writeSync(1, 'loaded ' + JSON.stringify(y.shape) + '\\n');
+    } catch (e) {
+      fs.writeSync(1, (e instanceof Error ? 'Error: ' : 'not an Error: ') + String(e && e.message).split('\\n')[0] + '\\n');
+    }
+  }
+})();
+`);
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [script, DIST, file, String(times)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
+      child.stderr.on('data', (c: Buffer) => { stderr += c.toString('utf8'); });
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    });
+  }
+
+  async function expectNoCrash(file: string, options: string): Promise<void> {
+    for (let child = 0; child < 3; child++) {
+      const run = await loadRepeatedly(file, options, 3);
+      expect({ child, signal: run.signal, code: run.code, stdout: run.stdout })
+        .toEqual({ child, signal: null, code: 0, stdout: expect.stringMatching(/^((loaded \[2,2\]|Error: .+)\n){3}$/) });
+    }
+  }
+
+  // Seed 20240611, pickle-022: two flipped bytes in a .debug_pkl (source ranges) with its CRC
+  // repaired. One of them turns a string-table index 1 into 246; libtorch 1.13 loads the file (and
+  // Python runs it), but printing a method's graph reads past the string table and SIGSEGVs.
+  // finetorch's snapshot prints every graph (to find reads of \`training\`), so torch.jit.load
+  // kills the process, and isolate: true does not help because its probe only loads.
+  let badDebug: string;
+  beforeAll(() => {
+    badDebug = path.join(tmp, 'bad-debug.pt');
+    const out = runPython(`
+import sys, zipfile
+src_path, dst_path = sys.argv[1:3]
+damaged = []
+with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, 'w') as out:
+    for info in src.infolist():
+        data = src.read(info)
+        # build_intlist([1, 2, 0]) right after a memoised build_intlist: string-table indices 1, 2, 0
+        if info.filename.endswith('.py.debug_pkl') and b'h\\x06(](K\\x01' in data and not damaged:
+            data = data.replace(b'h\\x06(](K\\x01', b'h\\x06(](K\\xf6', 1)
+            damaged.append(info.filename)
+        out.writestr(info.filename, data)
+import torch
+m = torch.jit.load(dst_path)
+print(damaged[0], tuple(m(torch.ones(2, 4)).shape))
+`, undefined, [path.join(tmp, 'mutants', 'control-original.pt'), badDebug]);
+    expect(out.trim()).toMatch(/\.py\.debug_pkl \(2, 2\)$/); // damaged, and Python still loads and runs it
+  });
+
+  test('a .debug_pkl whose source range points past its string table does not kill the process (3 children x 3 loads)', async () => {
+    await expectNoCrash(badDebug, '{}');
+  });
+
+  test('the same file with isolate: true is at worst an Error, never a crash of the caller (3 children x 3 loads)', async () => {
+    await expectNoCrash(badDebug, '{ isolate: true }');
+  });
+});

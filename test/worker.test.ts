@@ -240,14 +240,9 @@ describe('Worker teardown with work in flight (each in its own process)', () => 
     expect(r.codes).toEqual([1, 1]); // Node's exit code for a terminated Worker
   });
 
-  // BUG (native/executor.cc): when a Worker's environment is torn down while completed tasks are
-  // still queued on the thread-safe function, Executor::CallJs -> Task::Finish runs with an env
-  // that can no longer call into JS; the Napi::Error from TensorWrap::New / Deferred::Resolve is
-  // caught, Deferred::Reject throws again, the error escapes CallJs, and node-addon-api's wrapper
-  // fails to rethrow it into JS: std::terminate aborts the whole process ("terminate called
-  // after throwing an instance of 'Napi::Error'"). These two tests pin the wanted behaviour and
-  // are marked failing until that is fixed; remove `.failing` then.
-  test.failing('process.exit(0) in a Worker while completions are pending does not abort the process', () => {
+  // A Worker torn down while completions are queued must not abort the process: Executor::CallJs
+  // swallows what settling a promise throws once the environment can no longer run JS.
+  test('process.exit(0) in a Worker while completions are pending does not abort the process', () => {
     const r = isolated(`
       const x = torch.tensor([1]);
       const pending = [];
@@ -260,7 +255,7 @@ describe('Worker teardown with work in flight (each in its own process)', () => 
     expect(r.codes).toEqual([0, 0, 0, 0, 0]);
   });
 
-  test.failing('terminate() while many small ops are completing does not abort the process', () => {
+  test('terminate() while many small ops are completing does not abort the process', () => {
     const r = isolated(`
       const x = torch.tensor([1]);
       let first = true;

@@ -63,7 +63,11 @@ export class TensorDataset extends Dataset<Sample> {
   }
 
   /** Copies tensor arguments to JS memory (once); `get` calls it. */
-  load(): Promise<void> {
+  async load(): Promise<void> {
+    await this.ensure();
+  }
+
+  private ensure(): Promise<{ inputs: HostData; targets: ArrayLike<number | bigint> }> {
     this.loaded ??= (async () => {
       const [x, y] = this.sources!;
       const read = async (s: TensorSource, what: string): Promise<HostData | number[]> => {
@@ -79,13 +83,12 @@ export class TensorDataset extends Dataset<Sample> {
       this.sources = undefined;
       return { inputs, targets };
     })();
-    return this.loaded.then(() => undefined);
+    return this.loaded;
   }
 
   async get(index: number): Promise<Sample> {
     checkIndex(index, this.length, 'TensorDataset.get');
-    if (!this.loaded) void this.load();
-    const { inputs, targets } = await this.loaded!;
+    const { inputs, targets } = await this.ensure();
     const size = numel(this.inputShape);
     const data = inputs.subarray(index * size, (index + 1) * size) as HostData;
     const t = Number(targets[index]);

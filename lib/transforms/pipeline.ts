@@ -4,7 +4,7 @@
  * resamples on libuv's threadpool; the result is written as CHW float32 into the batch buffer
  * through per-channel lookup tables, with deferred left-right flips applied by the write order.
  */
-import sharp from 'sharp';
+import sharp, { type KernelEnum, type SharpOptions } from 'sharp';
 import type { Rng } from '../data/random';
 import { tables, type Compiled, type Geometry, type Interpolation, type RawImage } from './transform';
 
@@ -31,14 +31,14 @@ export interface Decoded {
 interface Rect { left: number; top: number; width: number; height: number }
 interface Pass {
   pre?: Rect;
-  resize?: { width: number; height: number; kernel: keyof sharp.KernelEnum };
+  resize?: { width: number; height: number; kernel: keyof KernelEnum };
   post?: Rect;
   pad?: { left: number; top: number; right: number; bottom: number };
 }
 
-const KERNEL: Record<Interpolation, keyof sharp.KernelEnum> = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3' };
+const KERNEL: Record<Interpolation, keyof KernelEnum> = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3' };
 // The first frame of GIF/TIFF; 'truncated' fails on cut-off files as PIL does, not on benign warnings.
-const OPEN: sharp.SharpOptions = { pages: 1, page: 0, failOn: 'truncated' };
+const OPEN: SharpOptions = { pages: 1, page: 0, failOn: 'truncated' };
 const BLACK = { r: 0, g: 0, b: 0, alpha: 1 };
 
 /** Reads a file's size and format from its header. */
