@@ -19,3 +19,6 @@ export * as jit from './jit';
 export * as nn from './nn';
 export * as optim from './optim';
 export * as train from './train';
+export * as data from './data';
+export * as transforms from './transforms';
+export * as report from './report';

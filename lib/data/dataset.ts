@@ -93,8 +93,10 @@ export function hostType(a: unknown, what: string): HostDataConstructor {
   if (!arr || typeof arr !== 'object' || !ArrayBuffer.isView(arr.data) || !Array.isArray(arr.shape)) {
     throw new TypeError(`${what} must be { data: TypedArray, shape: number[] }`);
   }
-  const type = HOST_TYPES.find((t) => arr.data.constructor === t);
-  if (!type) throw new TypeError(`${what}: unsupported array type ${arr.data.constructor.name}`);
+  // By name, not identity: arrays made by the native addon may come from another realm (jest's vm).
+  const tag = (arr.data as unknown as { [Symbol.toStringTag]: string })[Symbol.toStringTag];
+  const type = HOST_TYPES.find((t) => t.name === tag);
+  if (!type) throw new TypeError(`${what}: unsupported array type ${tag ?? arr.data.constructor?.name}`);
   check.shape(arr.shape, `${what}.shape`);
   if (numel(arr.shape) !== arr.data.length) {
     throw new Error(`${what}: shape [${arr.shape}] needs ${numel(arr.shape)} elements but data has ${arr.data.length}`);

@@ -114,7 +114,7 @@ class Planner implements Geometry {
 /**
  * sharp will not shrink a JPEG/WebP on load when a crop comes before the resize. For a reduction
  * of 2x or more, resizing the whole image and cropping after it lets libjpeg decode at 1/2, 1/4
- * or 1/8 scale; the crop window then moves by under one source pixel.
+ * or 1/8 scale; the crop window then moves by up to half an output pixel.
  */
 function shrinkOnLoad(pass: Pass, meta: ImageMeta): Pass {
   const { pre, resize } = pass;

@@ -42,6 +42,15 @@ export function pattern(width: number, height: number, seed = 1): Pixels {
   return { data, width, height, channels: 3 };
 }
 
+/** A smooth RGB ramp: red grows left to right, green top to bottom, blue constant. */
+export function gradient(width: number, height: number): Pixels {
+  const data = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) data.set([Math.round((x * 255) / (width - 1)), Math.round((y * 255) / (height - 1)), 128], (y * width + x) * 3);
+  }
+  return { data, width, height, channels: 3 };
+}
+
 /** The image formats the tests write. */
 export type Format = 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff';
 

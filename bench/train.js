@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+/*
+ * Training throughput: finetorch's train.fit against PyTorch on the same machine, the same
+ * libtorch (Python's torch), the same thread count and the same TorchScript file.
+ *
+ *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head]
+ *
+ * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
+ * temporary folder; both sides load that file. Inputs: random [batch, 3, size, size] float32,
+ * int64 labels. Optimizer: AdamW(lr 1e-4) over the trainable parameters; CrossEntropyLoss.
+ *   full: every parameter trains (BatchNorm in train mode).
+ *   head: backbone frozen, only fc trains; frozen BatchNorm layers stay in eval mode on both
+ *         sides (finetorch's default for frozen BatchNorm under train()).
+ * finetorch runs train.fit (one fused native task per step, progress off, batches kept); PyTorch
+ * runs the usual loop (forward, loss, backward, step, zero_grad). `warmup` steps are run and not
+ * timed on both sides, then `steps` timed steps.
+ *
+ * Also reported: the event loop's worst lag while finetorch trains (a 1 ms setInterval; the
+ * largest gap between two ticks). Prints a Markdown table. Needs dist/ (npm run build:ts) and a
+ * Python with torch and torchvision ($FINETORCH_PYTHON, else /usr/bin/python3). A PyTorch side that
+ * cannot run is reported as unavailable; the script only exits non-zero when finetorch fails.
+ */
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const torch = require('../dist');
+
+function parseArgs(argv) {
+  const opts = { steps: 20, warmup: 5, batch: 16, size: 224, modes: ['full', 'head'] };
+  for (let i = 0; i < argv.length; i++) {
+    const [key, inline] = argv[i].split('=');
+    const value = () => (inline !== undefined ? inline : argv[++i]);
+    switch (key) {
+      case '--steps': opts.steps = positive(value(), key); break;
+      case '--warmup': opts.warmup = positive(value(), key, 0); break;
+      case '--batch': opts.batch = positive(value(), key); break;
+      case '--size': opts.size = positive(value(), key, 32); break;
+      case '--modes': opts.modes = value().split(',').filter(Boolean); break;
+      case '-h': case '--help':
+        console.log('usage: node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head]');
+        process.exit(0);
+        break;
+      default: throw new Error(`unknown option ${argv[i]} (see --help)`);
+    }
+  }
+  for (const m of opts.modes) if (m !== 'full' && m !== 'head') throw new Error(`--modes: unknown mode '${m}' (full, head)`);
+  return opts;
+}
+
+function positive(v, what, min = 1) {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${what} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+
+const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+
+/** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
+function python(dir, name, code, args = []) {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, code);
+  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
+  const lines = r.stdout.trim().split('\n');
+  return lines[lines.length - 1];
+}
+
+const EXPORT = String.raw`
+import sys, torch, torchvision
+torch.manual_seed(0)
+m = torchvision.models.resnet18(weights=None)
+m.fc = torch.nn.Linear(512, 10)
+torch.jit.script(m).save(sys.argv[1])
+print(torch.__version__)
+`;
+
+const PYTORCH_RUN = String.raw`
+import json, sys, time, torch
+model_file, mode, threads, batch, size, warmup, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
+torch.set_num_threads(threads)
+m = torch.jit.load(model_file)
+m.train()
+if mode == 'head':
+    for n, p in m.named_parameters():
+        p.requires_grad = n.startswith('fc.')
+    for n, mod in m.named_modules():
+        if mod.original_name.startswith('BatchNorm'):
+            mod.eval()
+params = [p for p in m.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-4)
+lossf = torch.nn.CrossEntropyLoss()
+x = torch.randn(batch, 3, size, size)
+y = torch.randint(0, 10, (batch,))
+def step():
+    loss = lossf(m(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss.item()
+for _ in range(warmup):
+    step()
+t = time.perf_counter()
+for _ in range(steps):
+    step()
+secs = time.perf_counter() - t
+print(json.dumps({'sps': batch * steps / secs, 'secs': secs, 'threads': torch.get_num_threads(), 'trainable': sum(p.numel() for p in params)}))
+`;
+
+async function finetorchRun(file, mode, o) {
+  const model = await torch.jit.load(file);
+  if (mode === 'head') model.freeze().unfreeze('fc.*');
+  model.train();
+  const opt = new torch.optim.AdamW(model.parameters({ trainable: true }), { lr: 1e-4 });
+  const loss = new torch.nn.CrossEntropyLoss();
+  const input = torch.randn([o.batch, 3, o.size, o.size]);
+  const target = torch.randint(0, 10, [o.batch]);
+  const batches = (n) => Array.from({ length: n }, () => ({ input, target }));
+  const common = { epochs: 1, optimizer: opt, loss, progress: false, keepBatches: true };
+  if (o.warmup > 0) await torch.train.fit(model, { ...common, train: batches(o.warmup) });
+
+  let worst = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+  }, 1);
+  const t0 = performance.now();
+  last = t0;
+  const history = await torch.train.fit(model, { ...common, train: batches(o.steps) });
+  const secs = (performance.now() - t0) / 1000;
+  clearInterval(timer);
+  worst = Math.max(worst, performance.now() - last);
+
+  const trainable = model.numParameters({ trainable: true });
+  if (!Number.isFinite(history.epochs[0].loss)) throw new Error(`finetorch ${mode}: the loss is not finite`);
+  for (const t of [input, target]) t.dispose();
+  opt.dispose();
+  model.dispose();
+  return { sps: (o.batch * o.steps) / secs, secs, lagMs: worst, trainable };
+}
+
+(async () => {
+  const o = parseArgs(process.argv.slice(2));
+  const threads = torch.getNumThreads();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-train-'));
+  try {
+    const file = path.join(dir, 'resnet18.pt');
+    let pyVersion = null;
+    let pyError = null;
+    try {
+      pyVersion = python(dir, 'export.py', EXPORT, [file]);
+    } catch (e) {
+      pyError = e.message;
+    }
+    if (!fs.existsSync(file)) {
+      console.log(`bench/train: no model to benchmark: Python could not export resnet18 (${pyError})`);
+      return;
+    }
+    const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+    console.log(`# train throughput: resnet18, batch ${o.batch}, 3x${o.size}x${o.size}, AdamW, ${o.warmup} warm-up + ${o.steps} timed steps`);
+    console.log(`# ${cpu}, ${os.cpus().length} logical CPUs, ${threads} intra-op thread(s) on both sides; ` +
+      `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}\n`);
+
+    const rows = [];
+    for (const mode of o.modes) {
+      const label = mode === 'full' ? 'full fine-tune' : 'head only (frozen backbone)';
+      process.stderr.write(`bench/train: ${label}: finetorch...\n`);
+      const ours = await finetorchRun(file, mode, o);
+      process.stderr.write(`bench/train: ${label}: PyTorch...\n`);
+      let theirs = null;
+      let why = null;
+      try {
+        theirs = JSON.parse(python(dir, 'run.py', PYTORCH_RUN, [file, mode, threads, o.batch, o.size, o.warmup, o.steps].map(String)));
+        if (theirs.trainable !== ours.trainable) why = `trainable parameters differ (${ours.trainable} vs ${theirs.trainable})`;
+      } catch (e) {
+        why = e.message;
+      }
+      rows.push({ label, ours, theirs, why });
+    }
+
+    const f = (x, d = 2) => (x == null ? 'n/a' : x.toFixed(d));
+    console.log('| mode | trainable params | finetorch fit samples/s | PyTorch samples/s | finetorch / PyTorch | worst event-loop lag (ms) |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of rows) {
+      console.log(`| ${r.label} | ${r.ours.trainable.toLocaleString('en-US')} | ${f(r.ours.sps)} | ${f(r.theirs?.sps)} | ` +
+        `${r.theirs ? f(r.ours.sps / r.theirs.sps, 3) : 'n/a'} | ${f(r.ours.lagMs, 1)} |`);
+    }
+    for (const r of rows) if (r.why) console.log(`\nnote (${r.label}): ${r.why}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+})().catch((err) => {
+  console.error(`bench/train: FAILED: ${err && err.stack ? err.stack : err}`);
+  process.exit(1);
+});

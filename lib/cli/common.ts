@@ -1,0 +1,87 @@
+/** Helpers shared by the CLI commands: actionable errors, files, class names, recipes. */
+import * as fs from 'fs';
+import * as path from 'path';
+import { load } from '../jit/load';
+import type { ScriptModule } from '../jit/module';
+import { AdamW } from '../optim/optimizer';
+import { CosineAnnealingLR, LinearLR, SequentialLR } from '../optim/lr_scheduler';
+import * as check from '../check';
+
+/** An error the CLI prints as one line, without a stack. */
+export class UsageError extends Error {}
+
+export function requireFile(file: string | undefined, what: string): string {
+  if (!file) throw new UsageError(`${what} is required`);
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (!st) throw new UsageError(`${what} '${file}' does not exist`);
+  if (st.isDirectory()) throw new UsageError(`${what} '${file}' is a folder; expected a TorchScript file (.pt)`);
+  return file;
+}
+
+export function requireDir(dir: string | undefined, what: string): string {
+  if (!dir) throw new UsageError(`${what} is required`);
+  const st = fs.statSync(dir, { throwIfNoEntry: false });
+  if (!st) throw new UsageError(`${what} '${dir}' does not exist`);
+  if (!st.isDirectory()) throw new UsageError(`${what} '${dir}' is not a folder (expected one sub-folder per class)`);
+  return dir;
+}
+
+export function deviceOption(device: string | undefined): string {
+  try {
+    return check.device(device ?? 'cpu', '--device');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Loads a model given on the command line, in an isolated child first (files may be untrusted). */
+export async function loadModel(file: string, device: string, isolate = true): Promise<ScriptModule> {
+  requireFile(file, 'model');
+  try {
+    return await load(file, { device, isolate });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** classes.json beside a model, when there is one. */
+export function classesBeside(model: string): string[] | undefined {
+  const file = path.join(path.dirname(model), 'classes.json');
+  if (!fs.existsSync(file)) return undefined;
+  const v = JSON.parse(fs.readFileSync(file, 'utf8'));
+  return Array.isArray(v) ? v.map(String) : Array.isArray(v?.classes) ? v.classes.map(String) : undefined;
+}
+
+/** The number of outputs of the model's head (its final Linear), if it has one. */
+export function headOutputs(model: ScriptModule): number | undefined {
+  const head = model.headCandidates()[0];
+  if (!head) return undefined;
+  return new Map(model.namedParameters()).get(`${head}.weight`)?.shape[0];
+}
+
+export function parseNumber(v: string, what: string, integer = false): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`${what} must be ${integer ? 'an integer' : 'a number'}: got '${v}'`);
+  return n;
+}
+
+/**
+ * The fine-tuning recipe: AdamW with no weight decay on biases and norm weights (1-D parameters),
+ * warm-up for the first tenth of the steps, then cosine decay, stepped per batch.
+ */
+export function recipe(model: ScriptModule, lr: number, totalSteps: number, weightDecay = 0.01): { optimizer: AdamW; scheduler: SequentialLR } {
+  const trainable = model.parameters({ trainable: true });
+  const decay = trainable.filter((p) => p.ndim > 1);
+  const noDecay = trainable.filter((p) => p.ndim <= 1);
+  const groups = [
+    ...(decay.length ? [{ params: decay, weightDecay }] : []),
+    ...(noDecay.length ? [{ params: noDecay, weightDecay: 0 }] : []),
+  ];
+  const optimizer = new AdamW(groups, { lr });
+  const warm = Math.max(1, Math.round(totalSteps / 10));
+  const scheduler = new SequentialLR(optimizer, {
+    schedulers: [new LinearLR(optimizer, { startFactor: 0.1, totalIters: warm }), new CosineAnnealingLR(optimizer, { tMax: Math.max(1, totalSteps - warm) })],
+    milestones: [warm],
+  });
+  return { optimizer, scheduler };
+}

@@ -1,0 +1,151 @@
+/** `finetorch finetune`: an ImageFolder fine-tune with ImageNet transforms, checkpoints and a report. */
+import { promises as fsp } from 'fs';
+import * as fs from 'fs';
+import * as path from 'path';
+import sharp from 'sharp';
+import { DataLoader, ImageFolder, Subset } from '../data';
+import { Rng } from '../data/random';
+import { imagenet } from '../transforms';
+import { writeReport, type Misclassified } from '../report/report';
+import { evaluate, predict } from '../train/evaluate';
+import { fit } from '../train/fit';
+import type { Tensor } from '../tensor';
+import { manualSeed } from '../runtime';
+import { deviceOption, loadModel, parseNumber, recipe, requireDir, UsageError } from './common';
+
+export interface FinetuneArgs {
+  model: string;
+  data: string;
+  val?: string;
+  valSplit?: string;
+  epochs?: string;
+  batchSize?: string;
+  lr?: string;
+  freeze?: string;
+  unfreezeAt?: string;
+  head?: string;
+  device?: string;
+  out?: string;
+  resume?: boolean;
+  size?: string;
+  seed?: string;
+  progress?: boolean;
+}
+
+/** Up to `max` misclassified validation images, as thumbnails. */
+async function misclassified(model: Parameters<typeof predict>[0], loader: DataLoader, files: string[], classes: readonly string[], max = 12): Promise<Misclassified[]> {
+  const out: Misclassified[] = [];
+  let index = 0;
+  for await (const b of loader) {
+    const probs: Tensor = await predict(model, b.input);
+    const p = await probs.data() as Float32Array;
+    const y = await b.target.data() as BigInt64Array;
+    const C = probs.shape[1];
+    for (let i = 0; i < y.length && out.length < max; i++, index++) {
+      const row = p.subarray(i * C, (i + 1) * C);
+      const pred = row.indexOf(Math.max(...row));
+      if (pred !== Number(y[i])) {
+        const png = await sharp(files[index]).resize(96, 96, { fit: 'inside' }).png().toBuffer();
+        out.push({ png, trueLabel: classes[Number(y[i])], predicted: classes[pred], probability: row[pred], source: files[index] });
+      }
+    }
+    probs.dispose(); b.input.dispose(); b.target.dispose();
+    if (out.length >= max) break;
+  }
+  return out;
+}
+
+export async function finetune(a: FinetuneArgs): Promise<void> {
+  const device = deviceOption(a.device);
+  requireDir(a.data, '--data');
+  if (a.val) requireDir(a.val, '--val');
+  const epochs = parseNumber(a.epochs ?? '5', '--epochs', true);
+  const batchSize = parseNumber(a.batchSize ?? '32', '--batch-size', true);
+  const lr = parseNumber(a.lr ?? '1e-3', '--lr');
+  const size = parseNumber(a.size ?? '224', '--size', true);
+  const seed = parseNumber(a.seed ?? '0', '--seed', true);
+  const out = path.resolve(a.out ?? 'finetune-out');
+  if (epochs < 1 || batchSize < 1 || !(lr > 0) || size < 8) throw new UsageError('--epochs, --batch-size, --size must be positive and --lr > 0');
+  await manualSeed(seed);
+
+  const model = await loadModel(a.model, device);
+  const errors = (root: string, train: boolean) => {
+    try {
+      return new ImageFolder(root, { transform: imagenet({ train, size }), onError: 'skip' });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  const trainAll = errors(a.data, true);
+  const classes = trainAll.classes;
+  if (classes.length < 2) throw new UsageError(`--data '${a.data}' has ${classes.length} class folder(s); fine-tuning needs at least 2`);
+  let trainSet: ImageFolder | Subset;
+  let valSet: ImageFolder | Subset;
+  let valFiles: string[];
+  if (a.val) {
+    const v = errors(a.val, false);
+    if (v.classes.join('\n') !== classes.join('\n')) {
+      throw new UsageError(`--val classes (${v.classes.join(', ')}) differ from --data classes (${classes.join(', ')})`);
+    }
+    trainSet = trainAll;
+    valSet = v;
+    valFiles = v.samples.map(([f]) => f);
+  } else {
+    const frac = parseNumber(a.valSplit ?? '0.1', '--val-split');
+    if (!(frac > 0 && frac < 1)) throw new UsageError(`--val-split must be in (0, 1): got ${frac}`);
+    const order = new Rng(seed).permutation(trainAll.length);
+    const nVal = Math.max(1, Math.round(trainAll.length * frac));
+    if (trainAll.length - nVal < 1) throw new UsageError(`--data has only ${trainAll.length} image(s): too few to split off a validation set`);
+    const valIdx = [...order.slice(0, nVal)].sort((x, y) => x - y);
+    trainSet = new Subset(trainAll, order.slice(nVal));
+    const evalAll = errors(a.data, false);
+    valSet = new Subset(evalAll, valIdx);
+    valFiles = valIdx.map((i) => evalAll.samples[i][0]);
+  }
+  const trainLoader = new DataLoader(trainSet, { batchSize, shuffle: true, seed });
+  const valLoader = () => new DataLoader(valSet, { batchSize });
+
+  let head: string;
+  try {
+    head = await model.replaceHead({ numClasses: classes.length, name: a.head, log: (m) => process.stderr.write(`finetorch: ${m}\n`) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const freeze = a.freeze?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (freeze?.length) {
+    model.freeze(freeze.includes('backbone') ? undefined : freeze);
+    model.unfreeze(`${head}.**`);
+  }
+  const totalSteps = epochs * trainLoader.length;
+  const { optimizer, scheduler } = recipe(model, lr, totalSteps);
+  const unfreezeAt = a.unfreezeAt ? parseNumber(a.unfreezeAt, '--unfreeze-at', true) : undefined;
+  const stages = unfreezeAt ? [{ epoch: unfreezeAt - 1, unfreeze: '**', lr: lr / 10 }] : [];
+
+  await fsp.mkdir(out, { recursive: true });
+  const ckptDir = path.join(out, 'checkpoints');
+  if (a.resume && !fs.existsSync(path.join(ckptDir, 'latest.json'))) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
+  const lrSteps: number[] = [];
+  const history = await fit(model, {
+    train: trainLoader, val: valLoader(), epochs, optimizer, scheduler, schedulerStep: 'batch', device, stages,
+    checkpoint: { dir: ckptDir }, resumeFrom: a.resume ? ckptDir : undefined, progress: a.progress === false ? false : 'auto',
+    callbacks: { onBatchEnd: (b) => { lrSteps.push(b.lr[0]); } },
+  });
+  const ev = await evaluate(model, valLoader());
+  await model.save(path.join(out, 'model.pt'));
+  await fsp.writeFile(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n');
+  const settings = {
+    model: path.resolve(a.model), data: path.resolve(a.data), val: a.val ? path.resolve(a.val) : `${a.valSplit ?? '0.1'} of --data`,
+    epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never',
+    optimizer: 'AdamW (weight decay 0.01, none on biases/norms)', schedule: 'linear warm-up 10% then cosine, per batch',
+    trainImages: trainSet.length, valImages: valSet.length,
+  };
+  await fsp.writeFile(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n');
+  const mis = await misclassified(model, valLoader(), valFiles, classes);
+  const report = await writeReport(out, {
+    title: `finetorch fine-tune: ${path.basename(path.resolve(a.data))}`, runs: [{ name: 'fine-tune', epochs: history.epochs, lrSteps }],
+    evaluation: ev, classes: [...classes], misclassified: mis, settings,
+    summary: { 'validation accuracy': `${(ev.accuracy * 100).toFixed(1)}%`, [`top-${ev.k} accuracy`]: `${(ev.topk * 100).toFixed(1)}%`, epochs: history.epochs.length },
+  });
+  console.log(`validation accuracy ${(ev.accuracy * 100).toFixed(1)}% (top-${ev.k} ${(ev.topk * 100).toFixed(1)}%) on ${ev.samples} images`);
+  console.log(`wrote ${path.join(out, 'model.pt')}, metrics.json, classes.json, ${path.relative(process.cwd(), report) || report}`);
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * The `finetorch` command line: finetune, inspect, predict, evaluate, demo (commander parses).
+ */
+import { Command } from 'commander';
+import { version } from '../runtime';
+import { UsageError } from './common';
+import { evaluateCommand, inspect, predict } from './commands';
+import { demo } from './demo';
+import { finetune } from './finetune';
+
+function run(fn: (...args: any[]) => Promise<unknown>) { // eslint-disable-line @typescript-eslint/no-explicit-any
+  return async (...args: unknown[]) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      const err = e as Error;
+      process.stderr.write(`finetorch: ${err instanceof UsageError ? err.message : err.message ?? String(e)}\n`);
+      if (!(err instanceof UsageError) && process.env.FINETORCH_DEBUG) process.stderr.write(`${err.stack}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
+
+const program = new Command();
+program.name('finetorch').description('Fine-tune pretrained TorchScript models on your own labelled images').version(version.finetorch);
+
+program.command('finetune')
+  .description('fine-tune a TorchScript model on an image folder (one sub-folder per class)')
+  .requiredOption('--model <file>', 'TorchScript model (torch.jit.script(model).save(...))')
+  .requiredOption('--data <dir>', 'training images, one sub-folder per class')
+  .option('--val <dir>', 'validation images (same classes)')
+  .option('--val-split <fraction>', 'hold out this fraction of --data for validation (default 0.1)')
+  .option('--epochs <n>', 'epochs (default 5)')
+  .option('--batch-size <n>', 'batch size (default 32)')
+  .option('--lr <rate>', 'peak learning rate (default 1e-3)')
+  .option('--freeze <patterns>', "comma-separated parameter globs to freeze ('layer1.**,conv1.*'), or 'backbone' for all but the head")
+  .option('--unfreeze-at <epoch>', 'unfreeze everything at this epoch (1-based) with a tenth of the learning rate')
+  .option('--head <name>', 'the Linear layer to replace (default: the final Linear)')
+  .option('--device <device>', 'cpu, cuda or cuda:N (default cpu)')
+  .option('--size <pixels>', 'input size (default 224)')
+  .option('--seed <n>', 'seed for splits, shuffles and augmentation (default 0)')
+  .option('--out <dir>', 'output folder (default finetune-out)')
+  .option('--resume', 'continue from the last checkpoint in --out')
+  .option('--no-progress', 'no progress bars')
+  .action(run((o) => finetune(o)));
+
+program.command('inspect <model>').description('modules, parameters and head candidates of a model').action(run((m) => inspect(m)));
+
+program.command('predict <model> <images...>')
+  .description('top-k classes with probabilities (names from classes.json beside the model)')
+  .option('--top <k>', 'how many classes to show (default 5)')
+  .option('--size <pixels>', 'input size (default 224)')
+  .option('--device <device>', 'cpu, cuda or cuda:N')
+  .action(run((m, imgs, o) => predict(m, imgs, o)));
+
+program.command('evaluate <model>')
+  .description('accuracy, per-class precision/recall and the confusion matrix on an image folder')
+  .requiredOption('--data <dir>', 'images, one sub-folder per class')
+  .option('--size <pixels>', 'input size (default 224)')
+  .option('--batch-size <n>', 'batch size (default 32)')
+  .option('--device <device>', 'cpu, cuda or cuda:N')
+  .action(run((m, o) => evaluateCommand(m, o)));
+
+program.command('demo')
+  .description('fine-tune the bundled pretrained model on 5 unseen Fashion-MNIST classes vs training from scratch')
+  .option('--out <dir>', 'output folder (default demo-output)')
+  .option('--epochs <n>', 'epochs (default 15)')
+  .option('--per-class <n>', 'labelled images per class (default 50)')
+  .option('--no-progress', 'no progress bars')
+  .action(run((o) => demo({ out: o.out, epochs: o.epochs ? Number(o.epochs) : undefined, perClass: o.perClass ? Number(o.perClass) : undefined, progress: o.progress === false ? false : undefined })));
+
+program.parseAsync(process.argv);
