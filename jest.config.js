@@ -4,6 +4,7 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: { warnOnly: false } }] },
+  moduleNameMapper: { '^finetorch$': '<rootDir>/lib' },
   testTimeout: 120000,
   maxWorkers: 2,
 };

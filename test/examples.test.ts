@@ -1,0 +1,19 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { execFileSync } from 'child_process';
+import { main } from '../examples/workflow';
+
+const python = process.env.FINETORCH_PYTHON ?? '/usr/bin/python3';
+
+describe('examples/workflow.ts (the README program)', () => {
+  test('runs the seven steps and saves a model Python loads with a 10-class head', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-example-'));
+    const out = path.join(dir, 'finetuned.pt');
+    const accuracy = await main(out);
+    expect(accuracy).toBeGreaterThan(0.3); // 10 classes: chance is 0.1
+    const shape = execFileSync(python, ['-c', `import torch; print(list(torch.jit.load(${JSON.stringify(out)}).fc.weight.shape))`]).toString().trim();
+    expect(shape).toBe('[10, 64]');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 300_000);
+});
