@@ -83,7 +83,7 @@ export async function demo(o: DemoOptions = {}): Promise<{ pretrained: number; s
   const out = path.resolve(o.out ?? 'demo-output');
   const modelsDir = o.models ?? path.resolve(__dirname, '..', '..', 'models');
   const perClass = o.perClass ?? 50;
-  const epochs = o.epochs ?? 15;
+  const epochs = o.epochs ?? 6;
   const seed = 7;
   const train = new FashionMNIST({ train: true });
   const testBase = new FashionMNIST({ train: false });
@@ -127,7 +127,7 @@ export async function demo(o: DemoOptions = {}): Promise<{ pretrained: number; s
   const report = await writeReport(out, {
     title: 'finetorch demo: pretrained vs from scratch on 5 unseen Fashion-MNIST classes',
     runs: results.map((r) => ({ name: r.name, epochs: r.epochs, lrSteps: r.lrSteps })),
-    evaluation: best!.ev, classes: CLASSES, misclassified: mis,
+    evaluation: best!.ev, evaluationSet: 'test set, pretrained', classes: CLASSES, misclassified: mis,
     summary: { 'pretrained test accuracy': `${(pre.accuracy * 100).toFixed(1)}%`, 'from-scratch test accuracy': `${(scratch.accuracy * 100).toFixed(1)}%`, 'labelled images': trainSet.length },
     settings: {
       model: 'models/fmnist-resnet-pretrained.pt (scripts/pretrain: classes 0-4)', scratch: 'models/fmnist-resnet-init.pt (same architecture, random weights)',

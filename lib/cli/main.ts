@@ -65,7 +65,7 @@ program.command('evaluate <model>')
 program.command('demo')
   .description('fine-tune the bundled pretrained model on 5 unseen Fashion-MNIST classes vs training from scratch')
   .option('--out <dir>', 'output folder (default demo-output)')
-  .option('--epochs <n>', 'epochs (default 15)')
+  .option('--epochs <n>', 'epochs (default 6)')
   .option('--per-class <n>', 'labelled images per class (default 50)')
   .option('--no-progress', 'no progress bars')
   .action(run((o) => demo({ out: o.out, epochs: o.epochs ? Number(o.epochs) : undefined, perClass: o.perClass ? Number(o.perClass) : undefined, progress: o.progress === false ? false : undefined })));

@@ -56,11 +56,11 @@ export function lrSpec(runs: RunHistory[]): Spec {
 }
 
 /** The confusion matrix as a heat map with counts. */
-export function confusionSpec(ev: EvaluateResult, classes: string[]): Spec {
+export function confusionSpec(ev: EvaluateResult, classes: string[], set = 'validation'): Spec {
   const values = ev.confusion.flatMap((row, t) => row.map((count, p) => ({ true: classes[t] ?? String(t), predicted: classes[p] ?? String(p), count })));
   const order = classes.length ? classes : ev.confusion.map((_, i) => String(i));
   return {
-    $schema: SCHEMA, title: 'Confusion matrix (validation)', width: 300, height: 300, data: { values },
+    $schema: SCHEMA, title: `Confusion matrix (${set})`, width: 300, height: 300, data: { values },
     encoding: {
       x: { field: 'predicted', type: 'ordinal', sort: order },
       y: { field: 'true', type: 'ordinal', sort: order },
@@ -73,10 +73,10 @@ export function confusionSpec(ev: EvaluateResult, classes: string[]): Spec {
 }
 
 /** Accuracy (recall) of each class. */
-export function perClassSpec(ev: EvaluateResult, classes: string[]): Spec {
+export function perClassSpec(ev: EvaluateResult, classes: string[], set = 'validation'): Spec {
   const values = ev.perClass.map((c, i) => ({ class: classes[i] ?? String(i), accuracy: Number.isNaN(c.recall) ? 0 : c.recall, support: c.support }));
   return {
-    $schema: SCHEMA, title: 'Per-class accuracy (validation)', width: 320, height: 220, data: { values }, mark: 'bar',
+    $schema: SCHEMA, title: `Per-class accuracy (${set})`, width: 320, height: 220, data: { values }, mark: 'bar',
     encoding: {
       x: { field: 'class', type: 'nominal', sort: null },
       y: { field: 'accuracy', type: 'quantitative', scale: { domain: [0, 1] } },

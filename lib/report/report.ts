@@ -24,6 +24,8 @@ export interface ReportInput {
   title: string;
   runs: RunHistory[];
   evaluation?: EvaluateResult;
+  /** What the evaluation ran on, for chart titles (default 'validation'). */
+  evaluationSet?: string;
   classes: string[];
   misclassified?: Misclassified[];
   settings: Record<string, unknown>;
@@ -53,7 +55,8 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
   await fsp.mkdir(outDir, { recursive: true });
   const charts: [string, Record<string, unknown>][] = [['curves', curvesSpec(input.runs)], ['lr', lrSpec(input.runs)]];
   if (input.evaluation) {
-    charts.push(['confusion', confusionSpec(input.evaluation, input.classes)], ['perclass', perClassSpec(input.evaluation, input.classes)]);
+    const set = input.evaluationSet ?? 'validation';
+    charts.push(['confusion', confusionSpec(input.evaluation, input.classes, set)], ['perclass', perClassSpec(input.evaluation, input.classes, set)]);
   }
   const [vega, vegaLite, vegaEmbed] = await Promise.all([
     vendor('vega', 'vega.min.js'), vendor('vega-lite', 'vega-lite.min.js'), vendor('vega-embed', 'vega-embed.min.js'),

@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+/**
+ * Data loading throughput: finetorch's ImageFolder + DataLoader against PyTorch's DataLoader with
+ * torchvision transforms (num_workers=2, persistent workers) on the same 2,000 JPEGs (500x375),
+ * each decoded, random-resized-cropped to 224, flipped and normalised into batches of 32.
+ *
+ *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4]
+ *
+ * The images are generated once with sharp into a cache folder under the OS temp dir. Each side
+ * runs one warm-up epoch (page cache, worker start-up), then `rounds` timed epochs, alternating
+ * finetorch and PyTorch so both see the same machine load; the best epoch of each is compared.
+ * Python is $FINETORCH_PYTHON or /usr/bin/python3 (Debian's python3-torch/torchvision).
+ */
+'use strict';
+const { execFileSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const N = opt('images', 2000);
+const ROUNDS = opt('rounds', 3);
+const PREFETCH = opt('prefetch', 4);
+const BATCH = 32;
+const CLASSES = 10;
+const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+
+const sharp = require('sharp');
+const { data, transforms } = loadFinetorch();
+
+function loadFinetorch() {
+  const dist = path.join(__dirname, '..', 'dist');
+  if (!fs.existsSync(path.join(dist, 'data', 'index.js'))) {
+    console.error('bench/data.js: build the TypeScript first: npx tsc -p tsconfig.build.json');
+    process.exit(1);
+  }
+  const top = require(dist);
+  return { data: top.data ?? require(path.join(dist, 'data')), transforms: top.transforms ?? require(path.join(dist, 'transforms')) };
+}
+
+/** A photo-like 500x375 picture: smooth shapes, gradients and sensor-like noise. */
+function picture(seed) {
+  const W = 500;
+  const H = 375;
+  const px = Buffer.alloc(W * H * 3);
+  let s = seed * 2654435761 >>> 0 || 1;
+  const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296);
+  const blobs = Array.from({ length: 6 }, () => [rnd() * W, rnd() * H, 40 + rnd() * 120, [rnd() * 255, rnd() * 255, rnd() * 255]]);
+  const base = [rnd() * 255, rnd() * 255, rnd() * 255];
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      let c = base.map((b, k) => b * (0.6 + 0.4 * Math.sin((x + y * (k + 1)) / 90)));
+      for (const [bx, by, r, col] of blobs) {
+        const d = Math.hypot(x - bx, y - by);
+        if (d < r) c = c.map((v, k) => v + (col[k] - v) * (1 - d / r));
+      }
+      const i = (y * W + x) * 3;
+      for (let k = 0; k < 3; k++) px[i + k] = Math.max(0, Math.min(255, c[k] + (rnd() - 0.5) * 24));
+    }
+  }
+  return px;
+}
+
+async function makeImages() {
+  const root = path.join(os.tmpdir(), `finetorch-bench-jpegs-${N}`);
+  const done = path.join(root, '.complete');
+  if (fs.existsSync(done)) return root;
+  console.log(`generating ${N} JPEGs (500x375) in ${root} ...`);
+  fs.rmSync(root, { recursive: true, force: true });
+  for (let c = 0; c < CLASSES; c++) fs.mkdirSync(path.join(root, `class${c}`), { recursive: true });
+  for (let i = 0; i < N; i++) {
+    await sharp(picture(i + 1), { raw: { width: 500, height: 375, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toFile(path.join(root, `class${i % CLASSES}`, `img${String(i).padStart(5, '0')}.jpg`));
+  }
+  fs.writeFileSync(done, '');
+  return root;
+}
+
+async function finetorchEpoch(loader) {
+  const t0 = process.hrtime.bigint();
+  let n = 0;
+  for await (const { input, target } of loader) {
+    n += input.shape[0];
+    input.dispose();
+    target.dispose();
+  }
+  return { n, secs: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+const PYTORCH = String.raw`
+import json, sys, time, torch
+import torchvision.transforms as T
+from torchvision.datasets import ImageFolder
+from torch.utils.data import DataLoader
+root, rounds, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.manual_seed(0)
+tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+loader = DataLoader(ImageFolder(root, transform=tf), batch_size=batch, shuffle=True, num_workers=2,
+                    persistent_workers=True)
+def epoch():
+    t0 = time.perf_counter(); n = 0
+    for x, y in loader:
+        n += x.shape[0]
+    return {'n': n, 'secs': time.perf_counter() - t0}
+epoch()  # warm-up: page cache, worker start-up
+for _ in range(rounds):
+    print(json.dumps(epoch()), flush=True)
+`;
+
+function pytorchEpochs(root, rounds) {
+  const out = execFileSync(PYTHON, ['-c', PYTORCH, root, String(rounds), String(BATCH)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  return out.trim().split('\n').map((l) => JSON.parse(l));
+}
+
+async function main() {
+  const root = await makeImages();
+  const train = transforms.compose([
+    transforms.randomResizedCrop(224), transforms.randomHorizontalFlip(), transforms.toTensor(), transforms.normalize(),
+  ]);
+  const ds = new data.ImageFolder(root, { transform: train });
+  const loader = new data.DataLoader(ds, { batchSize: BATCH, shuffle: true, seed: 0, prefetch: PREFETCH });
+  console.log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}; ` +
+    `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}, concurrency ${sharp.concurrency()}), ` +
+    `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, prefetch ${PREFETCH}`);
+  await finetorchEpoch(loader); // warm-up: page cache, header cache
+  const ft = [];
+  const pt = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const f = await finetorchEpoch(loader);
+    ft.push(f.n / f.secs);
+    const [p] = pytorchEpochs(root, 1);
+    pt.push(p.n / p.secs);
+    console.log(`round ${r + 1}: finetorch ${(f.n / f.secs).toFixed(1)} images/s, PyTorch ${(p.n / p.secs).toFixed(1)} images/s`);
+  }
+  const best = (xs) => Math.max(...xs);
+  console.log(`finetorch DataLoader: ${best(ft).toFixed(1)} images/s (best of ${ROUNDS})`);
+  console.log(`PyTorch DataLoader (num_workers=2): ${best(pt).toFixed(1)} images/s (best of ${ROUNDS})`);
+  console.log(`ratio finetorch / PyTorch: ${(best(ft) / best(pt)).toFixed(2)}x`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
