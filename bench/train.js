@@ -16,7 +16,8 @@
  * timed on both sides, then `steps` timed steps.
  *
  * Also reported: the event loop's worst lag while finetorch trains (a 1 ms setInterval; the
- * largest gap between two ticks). Prints a Markdown table. Needs dist/ (npm run build:ts) and a
+ * largest gap between two ticks), next to the same measure taken with the process idle, since on a
+ * busy machine the OS alone can delay a timer by that much. Prints a Markdown table. Needs dist/ (npm run build:ts) and a
  * Python with torch and torchvision ($FINETORCH_PYTHON, else /usr/bin/python3). A PyTorch side that
  * cannot run is reported as unavailable; the script only exits non-zero when finetorch fails.
  */
@@ -109,6 +110,24 @@ secs = time.perf_counter() - t
 print(json.dumps({'sps': batch * steps / secs, 'secs': secs, 'threads': torch.get_num_threads(), 'trainable': sum(p.numel() for p in params)}))
 `;
 
+/** The worst gap between ticks of a 1 ms interval over `ms` while this process does nothing else. */
+function idleLag(ms) {
+  return new Promise((resolve) => {
+    let worst = 0;
+    let last = performance.now();
+    const end = last + ms;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+      if (now >= end) {
+        clearInterval(timer);
+        resolve(worst);
+      }
+    }, 1);
+  });
+}
+
 async function finetorchRun(file, mode, o) {
   const model = await torch.jit.load(file);
   if (mode === 'head') model.freeze().unfreeze('fc.*');
@@ -161,9 +180,11 @@ async function finetorchRun(file, mode, o) {
       return;
     }
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+    const idle = await idleLag(2000);
     console.log(`# train throughput: resnet18, batch ${o.batch}, 3x${o.size}x${o.size}, AdamW, ${o.warmup} warm-up + ${o.steps} timed steps`);
     console.log(`# ${cpu}, ${os.cpus().length} logical CPUs, ${threads} intra-op thread(s) on both sides; ` +
-      `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}\n`);
+      `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}`);
+    console.log(`# load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
 
     const rows = [];
     for (const mode of o.modes) {

@@ -64,8 +64,11 @@ function fromScalars(flat: unknown[], want: DType | undefined): { buf: ArrayBuff
  * const x = torch.tensor(new Float32Array(6), { shape: [2, 3] });
  * const y = torch.tensor([[1, 2], [3, 4]], { dtype: 'float64', requiresGrad: true });
  * const labels = torch.tensor([0n, 3n, 1n]); // int64
+ *
+ * `pinMemory: true` puts a CPU tensor in page-locked memory (where CUDA is present), so copying
+ * it to the GPU does not block.
  */
-export function tensor(data: TensorLike | number | bigint | boolean, options: TensorOptions & { shape?: number[] } = {}): Tensor {
+export function tensor(data: TensorLike | number | bigint | boolean, options: TensorOptions & { shape?: number[]; pinMemory?: boolean } = {}): Tensor {
   if (options === null || typeof options !== 'object') throw new TypeError('tensor(): options must be an object');
   const want = options.dtype === undefined ? undefined : check.dtype(options.dtype, 'tensor()');
   const device = check.device(options.device ?? 'cpu', 'tensor()');
@@ -97,7 +100,7 @@ export function tensor(data: TensorLike | number | bigint | boolean, options: Te
   if (requiresGrad && !check.isFloating(dtype)) {
     throw new TypeError(`tensor(): only floating-point tensors can require gradients (dtype is ${dtype})`);
   }
-  return new Tensor(native.fromData(buf, shape, src, dtype, device, requiresGrad));
+  return new Tensor(native.fromData(buf, shape, src, dtype, device, requiresGrad, options.pinMemory ?? false));
 }
 
 function make(kind: string, shape: number[], options: TensorOptions, a?: number, b?: number, c?: number): Tensor {

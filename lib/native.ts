@@ -101,7 +101,7 @@ export interface Binding {
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string): Promise<NativeModule>;
   Tensor: new (...args: never[]) => NativeTensor;
-  fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean): NativeTensor;
+  fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;
   op(name: string, inputs: NativeTensor[], args?: OpArg[], grad?: boolean): Promise<NativeTensor | NativeTensor[]>;
   opNames(): string[];

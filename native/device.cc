@@ -54,9 +54,9 @@ Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
 Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
-  return Addon(env).executor->Submit<bool>(
-      env, "manualSeed()", [seed] { at::manual_seed(seed); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "manualSeed()",
+      [seed] { at::manual_seed(seed); });
 }
 
 // The intra-op thread count is per calling thread under OpenMP, so it is set on the executor.
@@ -66,9 +66,9 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int n = info[0].As<Napi::Number>().Int32Value();
   gNumThreads = n;
-  return Addon(env).executor->Submit<bool>(
-      env, "setNumThreads()", [n] { at::set_num_threads(n); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "setNumThreads()",
+      [n] { at::set_num_threads(n); });
 }
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
@@ -99,9 +99,9 @@ Napi::Value CudnnBenchmark(const Napi::CallbackInfo& info) {
 // cudaSynchronize(): queued, so it waits for the GPU work queued before it.
 Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Addon(env).executor->Submit<bool>(
-      env, "cuda.synchronize()", [] { torch::cuda::synchronize(); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "cuda.synchronize()",
+      [] { torch::cuda::synchronize(); });
 }
 
 // cudaMemory(device): { allocated, reserved, peak } from c10's caching allocator, or null when

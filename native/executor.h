@@ -63,6 +63,13 @@ class Executor {
     return promise;
   }
 
+  // Queues `work`; the returned promise resolves with undefined once it has run.
+  Napi::Promise Run(Napi::Env env, std::string what, std::function<void()> work) {
+    return Submit<bool>(
+        env, std::move(what), [work = std::move(work)] { work(); return true; },
+        [](Napi::Env env, bool&) { return env.Undefined(); });
+  }
+
   // Queues work whose failure is recorded by the work itself (no promise).
   void Post(Napi::Env env, std::string what, std::function<void()> work);
 

@@ -84,16 +84,14 @@ Napi::Value OptimizerWrap::AddParamGroup(const Napi::CallbackInfo& info) {
   OptimizerPtr h = Of(env, info.This(), "addParamGroup()");
   GroupSpec spec = ReadGroup(env, info[0].As<Napi::Object>());
   std::string kind = kind_;
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "addParamGroup()",
       [h, spec, kind] {
         std::vector<at::Tensor> ts;
         for (auto& s : spec.params) ts.push_back(s->get());
         h->get().add_param_group(torch::optim::OptimizerParamGroup(ts, GroupOptions(kind, spec)));
         h->groups.push_back(ts);
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 // new Optimizer(kind: 'adamw' | 'sgd', groups: { params: Tensor[], lr, betas: [b1, b2], eps,
@@ -134,17 +132,17 @@ OptimizerPtr OptimizerWrap::Of(Napi::Env env, const Napi::Value& v, const std::s
 Napi::Value OptimizerWrap::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OptimizerPtr h = Of(env, info.This(), "step()");
-  return Addon(env).executor->Submit<bool>(
-      env, "step()", [h] { at::NoGradGuard g; h->get().step(); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "step()",
+      [h] { at::NoGradGuard g; h->get().step(); });
 }
 
 Napi::Value OptimizerWrap::ZeroGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OptimizerPtr h = Of(env, info.This(), "zeroGrad()");
-  return Addon(env).executor->Submit<bool>(
-      env, "zeroGrad()", [h] { h->get().zero_grad(); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "zeroGrad()",
+      [h] { h->get().zero_grad(); });
 }
 
 // setLr(group, lr): queued, so steps already queued use the old rate.
@@ -180,16 +178,14 @@ Napi::Value OptimizerWrap::LoadStateDict(const Napi::CallbackInfo& info) {
   OptimizerPtr h = Of(env, info.This(), "loadStateDict()");
   auto b = info[0].As<Napi::Buffer<char>>();
   auto bytes = std::make_shared<std::string>(b.Data(), b.Length());
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "loadStateDict()",
       [h, bytes] {
         torch::serialize::InputArchive archive;
         std::istringstream in(*bytes);
         archive.load_from(in);
         h->get().load(archive);
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 Napi::Value OptimizerWrap::Dispose(const Napi::CallbackInfo& info) {

@@ -359,9 +359,9 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModulePtr m = Of(env, info.This(), "save");
   std::string path = info[0].As<Napi::String>();
-  return Addon(env).executor->Submit<bool>(
-      env, "save", [m, path] { m->save(path); return true; },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+  return Addon(env).executor->Run(
+      env, "save",
+      [m, path] { m->save(path); });
 }
 
 // runMethod(name, inputs[]): Promise<output>
@@ -396,15 +396,13 @@ Napi::Value ModuleWrap::SetTraining(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>();
   bool on = info[1].ToBoolean();
   bool recursive = info[2].ToBoolean();
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "train",
       [m, path, on, recursive] {
         auto sub = Submodule(*m, path);
         if (recursive) sub.train(on);
         else sub.setattr("training", on);
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 // to(device | null, dtype | null)
@@ -413,15 +411,13 @@ Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
   ModulePtr m = Of(env, info.This(), "to");
   std::string device = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   std::string dtype = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "to",
       [m, device, dtype] {
         if (!device.empty() && !dtype.empty()) m->to(ParseDevice(device), ParseDtype(dtype));
         else if (!device.empty()) m->to(ParseDevice(device));
         else if (!dtype.empty()) m->to(ParseDtype(dtype));
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 // replaceLinear(path, outFeatures): new weight and bias initialised as torch.nn.Linear does.
@@ -430,7 +426,7 @@ Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
   ModulePtr m = Of(env, info.This(), "replaceHead");
   std::string path = info[0].As<Napi::String>();
   int64_t out = info[1].As<Napi::Number>().Int64Value();
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "replaceHead",
       [m, path, out] {
         auto lin = Submodule(*m, path);
@@ -452,16 +448,14 @@ Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
         if (lin.hasattr("out_features") && lin.type()->findConstantSlot("out_features") == c10::nullopt) {
           lin.setattr("out_features", out);
         }
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 // channelsLast(): 4-D parameters and buffers to the NHWC memory format (same values, same names).
 Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModulePtr m = Of(env, info.This(), "channelsLast");
-  return Addon(env).executor->Submit<bool>(
+  return Addon(env).executor->Run(
       env, "channelsLast",
       [m] {
         at::NoGradGuard ng;
@@ -471,9 +465,7 @@ Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
         for (const auto& b : m->buffers(true)) {
           if (b.dim() == 4) const_cast<at::Tensor&>(b).set_data(b.contiguous(at::MemoryFormat::ChannelsLast));
         }
-        return true;
-      },
-      [](Napi::Env env, bool&) { return env.Undefined(); });
+      });
 }
 
 Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {

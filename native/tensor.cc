@@ -2,6 +2,8 @@
 
 #include "executor.h"
 
+#include <torch/cuda.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -177,8 +179,9 @@ std::vector<int64_t> ShapeArg(Napi::Env env, const Napi::Value& v) {
 }
 }  // namespace
 
-// fromData(buffer: ArrayBufferView, shape, srcDtype, dtype, device, requiresGrad): a new tensor
-// holding a copy of `buffer`, whose elements are of `srcDtype`.
+// fromData(buffer: ArrayBufferView, shape, srcDtype, dtype, device, requiresGrad, pinMemory): a new
+// tensor holding a copy of `buffer`, whose elements are of `srcDtype`. Pinned (page-locked) host
+// memory lets the copy to a GPU run without blocking; it is only asked for where CUDA is present.
 Napi::Value FromData(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, "tensor()", [&]() -> Napi::Value {
@@ -189,8 +192,9 @@ Napi::Value FromData(const Napi::CallbackInfo& info) {
     auto dtype = ParseDtype(info[3].As<Napi::String>());
     auto device = ParseDevice(info[4].As<Napi::String>());
     bool requiresGrad = info[5].ToBoolean();
+    bool pin = info.Length() > 6 && info[6].ToBoolean() && device.is_cpu() && torch::cuda::is_available();
 
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(srcType));
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(srcType).pinned_memory(pin && dtype == srcType));
     size_t want = static_cast<size_t>(t.numel()) * t.element_size();
     if (src.ByteLength() != want) {
       throw Napi::Error::New(env, "tensor(): data has " + std::to_string(src.ByteLength()) +
@@ -200,7 +204,7 @@ Napi::Value FromData(const Napi::CallbackInfo& info) {
       auto* base = static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
       std::memcpy(t.data_ptr(), base, want);
     }
-    if (dtype != srcType) t = t.to(dtype);
+    if (dtype != srcType) t = pin ? t.to(dtype).pin_memory() : t.to(dtype);
     auto slot = std::make_shared<Slot>();
     Meta meta = Meta::Of(t);
     meta.device = device;

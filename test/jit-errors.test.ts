@@ -119,6 +119,27 @@ torch.save(torch.nn.Linear(4, 2).state_dict(), sys.argv[1])
     expect(err.message).toMatch(new RegExp(`^jit\\.load\\(${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): not a loadable TorchScript model: `));
   });
 
+  // libtorch's compile errors start with a blank line ('\nident is not a valid Expr:\n  File ...'),
+  // and the native first-line extraction keeps that empty line: the message ends in ': ' with no
+  // reason at all. The design says the message keeps libtorch's first line.
+  test('TorchScript source that does not compile: the message keeps the compiler\'s reason', async () => {
+    const file = path.join(tmp, 'bad-code.pt');
+    runPython(`
+import sys, zipfile, torch
+good = sys.argv[1] + '.good'
+torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))).save(good)
+with zipfile.ZipFile(good) as src, zipfile.ZipFile(sys.argv[1], 'w') as out:
+    for info in src.infolist():
+        data = src.read(info)
+        if '/linear/' in info.filename and info.filename.endswith('.py'):
+            data = data.replace(b'__parameters__', b'a_parameters__', 1)
+        out.writestr(info.filename, data)
+`, undefined, [file]);
+    const err = await rejection(torch.jit.load(file));
+    expect(err.message).toMatch(/^jit\.load\(.*bad-code\.pt\): not a loadable TorchScript model: /);
+    expect(err.message).toMatch(/ident is not a valid Expr/);
+  });
+
   test('the same damage with isolate: true is the same Error', async () => {
     const file = write('noise2.pt', noise(1000, 9));
     expect((await rejection(torch.jit.load(file, { isolate: true }))).message).toBe(`${file}: not a TorchScript file (not a zip archive)`);

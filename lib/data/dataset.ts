@@ -114,8 +114,14 @@ export function checkTarget(target: unknown, what: string): number {
 
 /** @internal The batch fast path for a sample that is already in memory: one `set` per sample. */
 export function prepareSample(sample: Sample, what: string): PreparedSample {
-  if (!sample || typeof sample !== 'object') throw new TypeError(`${what}: expected a { input, target } sample, got ${String(sample)}`);
-  const type = hostType(sample.input, `${what}: input`);
+  const hint = ' (for other kinds of items, give the DataLoader a collate function)';
+  if (!sample || typeof sample !== 'object') throw new TypeError(`${what}: expected a { input, target } sample, got ${String(sample)}${hint}`);
+  let type: HostDataConstructor;
+  try {
+    type = hostType(sample.input, `${what}: input`);
+  } catch (e) {
+    throw new TypeError(`${(e as Error).message}${hint}`);
+  }
   const target = checkTarget(sample.target, what);
   const { data, shape } = sample.input;
   return { shape, type, target, write: (out, offset) => (out as Float32Array).set(data as Float32Array, offset) };
