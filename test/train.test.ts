@@ -441,10 +441,7 @@ describe('learning-rate schedulers', () => {
     optB.dispose();
   });
 
-  // BUG: ReduceLROnPlateau's `best` starts at Infinity, which JSON (the checkpoint's latest.json)
-  // writes as null; restored, `metric < null * (1 - threshold)` is never true for a positive loss,
-  // so after a resume the plateau scheduler never sees an improvement and keeps cutting the rate.
-  test.failing('ReduceLROnPlateau: a state saved before its first step survives JSON (a checkpoint in the first epoch)', () => {
+  test('ReduceLROnPlateau: a state saved before its first step survives JSON (a checkpoint in the first epoch)', () => {
     const optA = twoGroups();
     const a = new ReduceLROnPlateau(optA, { patience: 1 });
     const optB = twoGroups();
@@ -471,9 +468,7 @@ describe('learning-rate schedulers', () => {
     expect(() => new OneCycleLR(opt, { maxLr: 0.1, totalSteps: 10 })).toThrow(/the optimizer was disposed/);
   });
 
-  // BUG: ReduceLROnPlateau's constructor accepts a disposed optimizer (the others refuse it);
-  // the error only comes at the first step().
-  test.failing('ReduceLROnPlateau refuses a disposed optimizer at construction, as the other schedulers do', () => {
+  test('ReduceLROnPlateau refuses a disposed optimizer at construction, as the other schedulers do', () => {
     const opt = twoGroups();
     opt.dispose();
     expect(() => new ReduceLROnPlateau(opt)).toThrow(/the optimizer was disposed/);
@@ -522,11 +517,7 @@ describe('train.fit', () => {
     clean.dispose();
   });
 
-  // BUG: OneCycleLR's documented use (totalSteps = epochs * batches, stepped per batch by fit)
-  // steps it totalSteps times; at step totalSteps the linear anneal extrapolates past its end to a
-  // negative rate (PyTorch sets it, unused), and finetorch's lr setter throws, so fit fails after
-  // its last batch.
-  test.failing('fit with OneCycleLR(annealStrategy: \'linear\', totalSteps = epochs * batches) completes', async () => {
+  test('fit with OneCycleLR(annealStrategy: \'linear\', totalSteps = epochs * batches) completes', async () => {
     const model = await torch.jit.load(mlpFile);
     const opt = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
     const data = mlpBatches(4, 4, 8);

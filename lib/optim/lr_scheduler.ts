@@ -215,7 +215,9 @@ export class OneCycleLR extends LRScheduler {
       for (let i = 0; i < this.phases.length; i++) {
         const ph = this.phases[i];
         if (step <= ph.end || i === this.phases.length - 1) {
-          return this.anneal(l[ph.start], l[ph.to], (step - startStep) / (ph.end - startStep));
+          // Past the last phase (the step after the final batch) linear annealing would go below
+          // zero, which PyTorch sets as is; a rate cannot be negative, so it stops at 0.
+          return Math.max(0, this.anneal(l[ph.start], l[ph.to], (step - startStep) / (ph.end - startStep)));
         }
         startStep = ph.end;
       }
@@ -248,6 +250,7 @@ export class ReduceLROnPlateau {
 
   constructor(readonly optimizer: Optimizer, options: { mode?: 'min' | 'max'; factor?: number; patience?: number; threshold?: number; thresholdMode?: 'rel' | 'abs'; cooldown?: number; minLr?: number | number[]; eps?: number } = {}) {
     if (!optimizer || !Array.isArray(optimizer.paramGroups)) throw new TypeError('ReduceLROnPlateau: expected an optimizer');
+    if (optimizer.disposed) throw new Error('ReduceLROnPlateau: the optimizer was disposed');
     this.mode = options.mode ?? 'min';
     if (this.mode !== 'min' && this.mode !== 'max') throw new TypeError(`ReduceLROnPlateau: mode must be 'min' or 'max'`);
     this.factor = options.factor ?? 0.1;
@@ -291,7 +294,8 @@ export class ReduceLROnPlateau {
   }
   loadStateDict(s: SchedulerState): void {
     this.lastEpoch = s.lastEpoch;
-    this.best = s.best as number;
+    // JSON turns the initial ±Infinity into null.
+    this.best = typeof s.best === 'number' ? s.best : this.mode === 'min' ? Infinity : -Infinity;
     this.numBadEpochs = s.numBadEpochs as number;
     this.cooldownCounter = s.cooldownCounter as number;
   }

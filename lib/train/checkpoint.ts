@@ -64,6 +64,10 @@ export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer
     scheduler: scheduler ? scheduler.stateDict() : null, history, savedAt: new Date().toISOString(),
   };
   await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2));
+  // Temporary files of a save that was killed midway are never part of a checkpoint.
+  for (const f of await fsp.readdir(dir)) {
+    if (f.startsWith('.') && f.endsWith('.tmp') && !f.includes(`.${process.pid}.`)) await fsp.rm(path.join(dir, f), { force: true });
+  }
   const tags = (await fsp.readdir(dir)).filter((f) => /^ckpt-\d{8}\.pt$/.test(f)).map((f) => f.slice(0, -3)).sort();
   for (const old of tags.slice(0, Math.max(0, tags.length - keep))) {
     if (old === tag) continue;

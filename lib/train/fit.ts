@@ -182,7 +182,10 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
       if (options.signal?.aborted) { release(b, keep); throw new Error('fit: aborted'); }
       let r;
       try {
-        if (b.target.dtype !== 'int64') throw new TypeError(`fit: batch targets must be int64 class indices, got ${b.target.dtype}`);
+        if (b.target.dtype !== 'int64') throw new TypeError(`batch targets must be int64 class indices, got ${b.target.dtype}`);
+        if (b.input.shape[0] !== b.target.shape[0]) {
+          throw new Error(`inputs and labels disagree: ${b.input.shape[0]} inputs (shape [${b.input.shape}]) but ${b.target.shape[0]} labels`);
+        }
         const doStep = (pending + 1) % accum === 0;
         r = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
           reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
