@@ -150,12 +150,14 @@ function load(): Binding {
 }
 
 /**
- * A script for a child `node -e` that loads a TorchScript file with the same addon and exits 0 on
+ * A script for a child `node -e` that loads a TorchScript file with the same addon (and reads its
+ * structure, as `jit.load` does) and exits 0 on
  * success, 1 with the error on stdout otherwise (a crash shows as a signal).
  */
 export function probeLoadScript(file: string, device: string): string {
   return `require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(root)})` +
     `.loadModule(${JSON.stringify(file)}, ${JSON.stringify(device)})` +
+    '.then((m) => m.snapshot())' +
     `.then(() => process.exit(0), (e) => { process.stdout.write(e.message); process.exit(1); });`;
 }
 

@@ -10,19 +10,21 @@ namespace finetorch {
 AddonData& Addon(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 std::string FirstLine(const std::string& msg) {
-  // TorchScript wraps the real error after a traceback: keep its final "RuntimeError: ..." line.
+  // TorchScript wraps the real error after a traceback: keep its last line, without the
+  // "RuntimeError: " that every interpreter error carries (keep "KeyError: b" whole).
   if (msg.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
-    auto pos = msg.rfind("Error: ");
-    if (pos != std::string::npos) {
-      auto start = msg.rfind('\n', pos);
-      std::string tail = msg.substr(pos + 7);
-      auto nl = tail.find('\n');
-      (void)start;
-      return nl == std::string::npos ? tail : tail.substr(0, nl);
-    }
+    std::string m = msg;
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+    std::string last = m.substr(m.rfind('\n') == std::string::npos ? 0 : m.rfind('\n') + 1);
+    const std::string prefix = "RuntimeError: ";
+    if (last.rfind(prefix, 0) == 0) last = last.substr(prefix.size());
+    return last;
   }
-  auto end = msg.find('\n');
-  std::string line = end == std::string::npos ? msg : msg.substr(0, end);
+  // Some libtorch messages (TorchScript compile errors) start with an empty line.
+  size_t start = msg.find_first_not_of(" \r\n");
+  if (start == std::string::npos) return "";
+  auto end = msg.find('\n', start);
+  std::string line = end == std::string::npos ? msg.substr(start) : msg.substr(start, end - start);
   while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
   return line;
 }

@@ -179,6 +179,18 @@ std::string TypeName(const torch::jit::Module& m) {
   return q;
 }
 
+// Whether a graph reads the `training` attribute. Walks the nodes rather than printing the graph:
+// printing reads the debug source ranges, which a damaged archive can make crash.
+bool ReadsTraining(const torch::jit::Block* block) {
+  for (const torch::jit::Node* node : block->nodes()) {
+    if (node->kind() == c10::prim::GetAttr && node->s(c10::attr::name) == "training") return true;
+    for (const torch::jit::Block* inner : node->blocks()) {
+      if (ReadsTraining(inner)) return true;
+    }
+  }
+  return false;
+}
+
 struct Snap {
   std::vector<std::pair<std::string, at::Tensor>> params, buffers;
   std::vector<Meta> paramMetas, bufferMetas;
@@ -206,9 +218,7 @@ Snap TakeSnapshot(const torch::jit::Module& m) {
     s.modules.push_back({sub.name, type, sub.value.is_training()});
     if (type.find("BatchNorm") != std::string::npos || type.find("Dropout") != std::string::npos) trainingDependent = true;
     for (const auto& method : sub.value.get_methods()) {
-      std::ostringstream g;
-      g << *method.graph();
-      if (g.str().find("name=\"training\"") != std::string::npos) readsTraining = true;
+      if (ReadsTraining(method.graph()->block())) readsTraining = true;
     }
   }
   s.traced = trainingDependent && !readsTraining;

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { DataLoader, ImageFolder, Rng, SkippedSampleError } from '../lib/data';
 import * as transforms from '../lib/transforms';
-import { memory } from '../lib';
+import { memory } from '../lib/memory';
 import { makeImageTree, snapshot, solid, writeImage, type ImageTree } from './helpers/images';
 import { scratchDir } from './helpers/python';
 

@@ -76,5 +76,12 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
   } catch (err) {
     throw new Error(`jit.load(${what}): not a loadable TorchScript model: ${(err as Error).message.replace(/^jit\.load: /, '')}`);
   }
-  return new ScriptModule(handle, await handle.snapshot(), what);
+  let snap;
+  try {
+    snap = await handle.snapshot();
+  } catch (err) {
+    handle.dispose();
+    throw new Error(`jit.load(${what}): not a usable TorchScript model: ${(err as Error).message.replace(/^module: /, '')}`);
+  }
+  return new ScriptModule(handle, snap, what);
 }

@@ -64,7 +64,7 @@ export async function writeImage(file: string, pixels: Pixels, format: Format, o
   let img = sharp(data, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4, ...(options.pageHeight ? { pageHeight: options.pageHeight } : {}) } });
   if (channels <= 2) img = img.toColourspace('b-w');
   if (format === 'jpeg') img = img.jpeg({ quality: 100, chromaSubsampling: '4:4:4' });
-  else if (format === 'png') img = img.png();
+  else if (format === 'png') img = img.png({ compressionLevel: 1 });
   else if (format === 'webp') img = img.webp({ lossless: true });
   else if (format === 'gif') img = img.gif();
   else img = img.tiff({ compression: 'lzw' });

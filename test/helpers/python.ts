@@ -25,6 +25,15 @@ function pythonError(code: string, err: unknown, stderr: string): Error {
 }
 
 /**
+ * The environment for Python: a fixed PYTHONHASHSEED (unless one is set), because the TorchScript
+ * source that torch.jit.save writes lists a module's constants in set order, which string hash
+ * randomisation changes from run to run; with it fixed, the same export gives the same bytes.
+ */
+function pythonEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, PYTHONHASHSEED: process.env.PYTHONHASHSEED ?? '0' };
+}
+
+/**
  * Writes `code` to a temporary .py file: TorchScript reads the source of the classes it scripts
  * (inspect.getsource), which fails for code passed with `python -c`.
  */
@@ -53,7 +62,7 @@ export function runPython(code: string, cwd?: string, args: string[] = []): stri
   return withScript(code, (file) => {
     try {
       return execFileSync(pythonPath(), [file, ...args], {
-        cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20,
+        cwd, env: pythonEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20,
       });
     } catch (err) {
       const stderr = (err as { stderr?: string | Buffer }).stderr;
@@ -65,7 +74,7 @@ export function runPython(code: string, cwd?: string, args: string[] = []): stri
 /** `runPython`, without blocking the event loop. */
 export function runPythonAsync(code: string, cwd?: string, args: string[] = []): Promise<string> {
   return withScript(code, (file) => new Promise<string>((resolve, reject) => {
-    execFile(pythonPath(), [file, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(pythonPath(), [file, ...args], { cwd, env: pythonEnv(), encoding: 'utf8', maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       if (err) reject(pythonError(code, err, stderr));
       else resolve(stdout);
     });
