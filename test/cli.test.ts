@@ -104,15 +104,14 @@ describe('finetorch CLI on a generated image folder', () => {
   let python: string[]; // what Python says about model.pt, before and after --resume
 
   beforeAll(async () => {
-    const T0 = Date.now(); const lap = (w: string) => process.stderr.write(`TIMING ${w} ${(Date.now() - T0) / 1000}\n`);
-    ensureDist(); lap('dist');
+    ensureDist();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-cli-'));
     data = path.join(dir, 'photos');
     out = path.join(dir, 'out');
     const files = await Promise.all([imageTree(data, CLASSES), runPythonAsync(MAKE_MODEL, dir, ['m.pt', 'state_dict.pt'])]);
-    images = files[0].map((f) => path.relative(dir, f)); lap('fixtures');
+    images = files[0].map((f) => path.relative(dir, f));
     [run, inspected] = await Promise.all([cli(...FINETUNE), cli('inspect', 'm.pt')]);
-    lap('finetune'); if (run.code !== 0) return; // the first test shows why
+    if (run.code !== 0) return; // the first test shows why
     fs.copyFileSync(path.join(out, 'model.pt'), path.join(dir, 'first.pt'));
     fs.copyFileSync(path.join(out, 'report.html'), path.join(dir, 'first-report.html'));
     history = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8')).history;
@@ -121,14 +120,14 @@ describe('finetorch CLI on a generated image folder', () => {
       cli('predict', 'out/model.pt', 'photos/Green/img00.jpg', '--size', '32', '--top', '1'),
       cli('evaluate', 'out/model.pt', '--data', 'photos', '--size', '32'),
     ]);
-    lap('predict/evaluate'); resumed = await cli(...FINETUNE, '--resume'); lap('resume');
+    resumed = await cli(...FINETUNE, '--resume');
     python = (await runPythonAsync(`
 import sys, torch
 a, b = (torch.jit.load(f).eval() for f in sys.argv[1:3])
 print(list(a.fc.weight.shape), list(a.fc.bias.shape), list(a(torch.randn(2, 3, 32, 32)).shape))
 sa, sb = a.state_dict(), b.state_dict()
 print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
-`, dir, ['first.pt', 'out/model.pt'])).trim().split('\n'); lap('python');
+`, dir, ['first.pt', 'out/model.pt'])).trim().split('\n');
   }, 300_000);
 
   afterAll(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
@@ -311,9 +310,8 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
         stateDict: ['inspect', 'state_dict.pt'],
         resumeNothing: ['finetune', '--model', 'm.pt', '--data', 'photos', '--size', '32', '--out', 'fresh', '--resume', '--no-progress'],
       };
-      const T1 = Date.now();
-      const results = await Promise.all(Object.values(runs).map(async (args) => { const x = await cli(...args); process.stderr.write(`TIMING ${args.slice(0, 3).join(' ')} ${(Date.now() - T1) / 1000}\n`); return x; }));
-      Object.keys(runs).forEach((k, i) => { r[k] = results[i]; }); process.stderr.write('TIMING errors done\n');
+      const results = await Promise.all(Object.values(runs).map((args) => cli(...args)));
+      Object.keys(runs).forEach((k, i) => { r[k] = results[i]; });
     }, 300_000);
 
     test('a missing model file', () => {
