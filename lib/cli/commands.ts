@@ -81,8 +81,10 @@ export async function evaluateCommand(file: string, o: { data?: string; size?: s
     console.log(`${ds.classes[i].padEnd(w)}  ${f(c.precision)}  ${f(c.recall).slice(3).padStart(6)}  ${String(c.support).padStart(7)}`);
   });
   console.log(`\nconfusion matrix (rows: true, columns: predicted)`);
+  const labels = ds.classes.map((c, i) => `${i} ${c}`);
+  const lw = Math.max(w, ...labels.map((l) => l.length));
   const cw = Math.max(4, ...ev.confusion.flat().map((v) => String(v).length));
-  console.log(`${''.padEnd(w)}  ${ds.classes.map((_, i) => String(i).padStart(cw)).join(' ')}`);
-  ev.confusion.forEach((row, i) => console.log(`${`${i} ${ds.classes[i]}`.slice(0, w).padEnd(w)}  ${row.map((v) => String(v).padStart(cw)).join(' ')}`));
+  console.log(`${''.padEnd(lw)}  ${ds.classes.map((_, i) => String(i).padStart(cw)).join(' ')}`);
+  ev.confusion.forEach((row, i) => console.log(`${labels[i].padEnd(lw)}  ${row.map((v) => String(v).padStart(cw)).join(' ')}`));
   if (path.basename(file) === 'model.pt' && !named) console.log('\n(no classes.json beside the model: class names come from the folder)');
 }

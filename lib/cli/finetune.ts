@@ -66,6 +66,9 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const seed = parseNumber(a.seed ?? '0', '--seed', true);
   const out = path.resolve(a.out ?? 'finetune-out');
   if (epochs < 1 || batchSize < 1 || !(lr > 0) || size < 8) throw new UsageError('--epochs, --batch-size, --size must be positive and --lr > 0');
+  if (a.resume && !fs.existsSync(path.join(out, 'checkpoints', 'latest.json'))) {
+    throw new UsageError(`--resume: no checkpoint in ${path.join(out, 'checkpoints')}`);
+  }
   await manualSeed(seed);
 
   const model = await loadModel(a.model, device);
@@ -123,12 +126,20 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
 
   await fsp.mkdir(out, { recursive: true });
   const ckptDir = path.join(out, 'checkpoints');
-  if (a.resume && !fs.existsSync(path.join(ckptDir, 'latest.json'))) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
+  const lrFile = path.join(ckptDir, 'lr-steps.json');
   const lrSteps: number[] = [];
+  if (a.resume) {
+    // The learning rate of the steps before the resume, as far as the checkpoint goes.
+    const done = JSON.parse(fs.readFileSync(path.join(ckptDir, 'latest.json'), 'utf8')).globalStep as number;
+    if (fs.existsSync(lrFile)) lrSteps.push(...(JSON.parse(fs.readFileSync(lrFile, 'utf8')) as number[]).slice(0, done));
+  }
   const history = await fit(model, {
     train: trainLoader, val: valLoader(), epochs, optimizer, scheduler, schedulerStep: 'batch', device, stages,
     checkpoint: { dir: ckptDir }, resumeFrom: a.resume ? ckptDir : undefined, progress: a.progress === false ? false : 'auto',
-    callbacks: { onBatchEnd: (b) => { lrSteps.push(b.lr[0]); } },
+    callbacks: {
+      onBatchEnd: (b) => { lrSteps.push(b.lr[0]); },
+      onCheckpoint: ({ globalStep }) => fsp.writeFile(lrFile, JSON.stringify(lrSteps.slice(0, globalStep))),
+    },
   });
   const ev = await evaluate(model, valLoader());
   await model.save(path.join(out, 'model.pt'));

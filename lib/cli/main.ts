@@ -3,11 +3,12 @@
  * The `finetorch` command line: finetune, inspect, predict, evaluate, demo (commander parses).
  */
 import { Command } from 'commander';
-import { version } from '../runtime';
 import { UsageError } from './common';
-import { evaluateCommand, inspect, predict } from './commands';
-import { demo } from './demo';
-import { finetune } from './finetune';
+
+// Commands load libtorch only when they run, so --help and --version answer at once.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const commands = () => require('./commands') as typeof import('./commands');
+const { version } = require('../../package.json') as { version: string };
 
 function run(fn: (...args: any[]) => Promise<unknown>) { // eslint-disable-line @typescript-eslint/no-explicit-any
   return async (...args: unknown[]) => {
@@ -23,7 +24,7 @@ function run(fn: (...args: any[]) => Promise<unknown>) { // eslint-disable-line 
 }
 
 const program = new Command();
-program.name('finetorch').description('Fine-tune pretrained TorchScript models on your own labelled images').version(version.finetorch);
+program.name('finetorch').description('Fine-tune pretrained TorchScript models on your own labelled images').version(version);
 
 program.command('finetune')
   .description('fine-tune a TorchScript model on an image folder (one sub-folder per class)')
@@ -43,16 +44,16 @@ program.command('finetune')
   .option('--out <dir>', 'output folder (default finetune-out)')
   .option('--resume', 'continue from the last checkpoint in --out')
   .option('--no-progress', 'no progress bars')
-  .action(run((o) => finetune(o)));
+  .action(run((o) => (require('./finetune') as typeof import('./finetune')).finetune(o)));
 
-program.command('inspect <model>').description('modules, parameters and head candidates of a model').action(run((m) => inspect(m)));
+program.command('inspect <model>').description('modules, parameters and head candidates of a model').action(run((m) => commands().inspect(m)));
 
 program.command('predict <model> <images...>')
   .description('top-k classes with probabilities (names from classes.json beside the model)')
   .option('--top <k>', 'how many classes to show (default 5)')
   .option('--size <pixels>', 'input size (default 224)')
   .option('--device <device>', 'cpu, cuda or cuda:N')
-  .action(run((m, imgs, o) => predict(m, imgs, o)));
+  .action(run((m, imgs, o) => commands().predict(m, imgs, o)));
 
 program.command('evaluate <model>')
   .description('accuracy, per-class precision/recall and the confusion matrix on an image folder')
@@ -60,7 +61,7 @@ program.command('evaluate <model>')
   .option('--size <pixels>', 'input size (default 224)')
   .option('--batch-size <n>', 'batch size (default 32)')
   .option('--device <device>', 'cpu, cuda or cuda:N')
-  .action(run((m, o) => evaluateCommand(m, o)));
+  .action(run((m, o) => commands().evaluateCommand(m, o)));
 
 program.command('demo')
   .description('fine-tune the bundled pretrained model on 5 unseen Fashion-MNIST classes vs training from scratch')
@@ -68,6 +69,6 @@ program.command('demo')
   .option('--epochs <n>', 'epochs (default 6)')
   .option('--per-class <n>', 'labelled images per class (default 50)')
   .option('--no-progress', 'no progress bars')
-  .action(run((o) => demo({ out: o.out, epochs: o.epochs ? Number(o.epochs) : undefined, perClass: o.perClass ? Number(o.perClass) : undefined, progress: o.progress === false ? false : undefined })));
+  .action(run((o) => (require('./demo') as typeof import('./demo')).demo({ out: o.out, epochs: o.epochs ? Number(o.epochs) : undefined, perClass: o.perClass ? Number(o.perClass) : undefined, progress: o.progress === false ? false : undefined })));
 
 program.parseAsync(process.argv);

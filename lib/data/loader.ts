@@ -24,6 +24,8 @@ export interface DataLoaderOptions<T> {
   dropLast?: boolean;
   /** How many batches to prepare ahead of the one being consumed (default 2; 0 reads on demand). */
   prefetch?: number;
+  /** Put batches in page-locked memory (where CUDA is present) so copies to the GPU do not block. */
+  pinMemory?: boolean;
   /** Builds a batch from the samples (in order) instead of the default stacking of `{ input, target }`. */
   collate?: (items: T[]) => Batch | Promise<Batch>;
 }
@@ -50,7 +52,7 @@ class Scratch {
 }
 
 /** @internal Writes prepared samples into one buffer: one input tensor and one int64 target tensor. */
-function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch): Batch {
+function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch, pinMemory = false): Batch {
   const { shape, type } = samples[0];
   samples.forEach((s, k) => {
     if (s.type !== type) {
@@ -64,8 +66,8 @@ function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch
   const size = numel(shape);
   const buf = scratch.get(type, size * samples.length);
   samples.forEach((s, k) => s.write(buf, k * size));
-  const input = tensor(buf, { shape: [samples.length, ...shape] });
-  const target = tensor(BigInt64Array.from(samples, (s) => BigInt(s.target)), { shape: [samples.length] });
+  const input = tensor(buf, { shape: [samples.length, ...shape], pinMemory });
+  const target = tensor(BigInt64Array.from(samples, (s) => BigInt(s.target)), { shape: [samples.length], pinMemory });
   return { input, target };
 }
 
@@ -109,6 +111,7 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
   readonly seed: number;
   readonly dropLast: boolean;
   readonly prefetch: number;
+  readonly pinMemory: boolean;
   private readonly collate?: (items: T[]) => Batch | Promise<Batch>;
   private nextEpoch = 0;
   private readonly scratch = new Scratch();
@@ -117,7 +120,7 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
   constructor(dataset: DatasetLike<T>, options: DataLoaderOptions<T> = {}) {
     this.dataset = checkDataset(dataset, 'DataLoader') as DatasetLike<T>;
     if (options === null || typeof options !== 'object') throw new TypeError('DataLoader: options must be an object');
-    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'collate'];
+    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'pinMemory', 'collate'];
     for (const k of Object.keys(options)) {
       if (!known.includes(k)) throw new TypeError(`DataLoader: unknown option '${k}' (known: ${known.join(', ')})`);
     }
@@ -126,6 +129,7 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
     this.seed = options.seed === undefined ? randomSeed() : check.integer(options.seed, 'DataLoader: seed', 0, Number.MAX_SAFE_INTEGER);
     this.dropLast = check.boolean(options.dropLast ?? false, 'DataLoader: dropLast');
     this.prefetch = check.integer(options.prefetch ?? 2, 'DataLoader: prefetch', 0);
+    this.pinMemory = check.boolean(options.pinMemory ?? false, 'DataLoader: pinMemory');
     if (options.collate !== undefined && typeof options.collate !== 'function') throw new TypeError('DataLoader: collate must be a function (items) => { input, target }');
     this.collate = options.collate;
   }
@@ -187,7 +191,7 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
       : async (k: number, ctx: ItemContext) => prepareSample((await ds.get(k, ctx)) as unknown as Sample, `dataset.get(${k})`);
     const got = await Promise.all(indices.map((i) => this.read(i, epoch, skipped, prepare)));
     const kept = got.filter((s) => s !== null) as PreparedSample[];
-    return kept.length ? assemble(kept, indices.filter((_, k) => got[k] !== null), this.scratch) : null;
+    return kept.length ? assemble(kept, indices.filter((_, k) => got[k] !== null), this.scratch, this.pinMemory) : null;
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {

@@ -27,7 +27,7 @@ function curve(runs: RunHistory[], metric: 'loss' | 'accuracy', title: string): 
     $schema: SCHEMA, title, width: 320, height: 220, data: { values },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'epoch', type: 'quantitative', axis: { tickMinStep: 1 } },
+      x: { field: 'epoch', type: 'quantitative', axis: { values: [...new Set(values.map((v) => v.epoch))], format: 'd' } },
       y: { field: 'value', type: 'quantitative', title: metric, ...(metric === 'accuracy' ? { scale: { domain: [0, 1] } } : {}) },
       color: { field: 'series', type: 'nominal' },
     },
