@@ -5,11 +5,63 @@
 #include <torch/cuda.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 namespace finetorch {
 
 namespace {
+// Host buffers for tensors made from JS data, reused by size. A batch of images is tens of MB:
+// fresh memory for each one costs a page fault per 4 KB, which made creating a batch tensor cost
+// more than filling it. Buffers return here when their tensor is freed, on whichever thread.
+class BufferPool {
+ public:
+  static constexpr size_t kMinBytes = 1 << 20;      // small tensors use libtorch's allocator
+  static constexpr size_t kMaxPooledBytes = 256u << 20;
+  static BufferPool& Get() {
+    static BufferPool* pool = new BufferPool();  // never destroyed: tensors may outlive statics
+    return *pool;
+  }
+  void* Take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        pooled_ -= bytes;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes) != 0) throw std::bad_alloc();
+    return p;
+  }
+  void Give(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pooled_ + bytes > kMaxPooledBytes) {
+      std::free(p);
+      return;
+    }
+    free_[bytes].push_back(p);
+    pooled_ += bytes;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t pooled_ = 0;
+};
+
+at::Tensor HostTensor(const std::vector<int64_t>& shape, at::ScalarType type, bool pin) {
+  size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * c10::elementSize(type);
+  if (pin || bytes < BufferPool::kMinBytes) return at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(pin));
+  void* p = BufferPool::Get().Take(bytes);
+  return at::from_blob(p, shape, [bytes](void* q) { BufferPool::Get().Give(q, bytes); }, at::TensorOptions().dtype(type));
+}
+
 struct NewTensorInit {
   SlotPtr slot;
   Meta meta;
@@ -194,7 +246,7 @@ Napi::Value FromData(const Napi::CallbackInfo& info) {
     bool requiresGrad = info[5].ToBoolean();
     bool pin = info.Length() > 6 && info[6].ToBoolean() && device.is_cpu() && torch::cuda::is_available();
 
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(srcType).pinned_memory(pin && dtype == srcType));
+    at::Tensor t = HostTensor(shape, srcType, pin && dtype == srcType);
     size_t want = static_cast<size_t>(t.numel()) * t.element_size();
     if (src.ByteLength() != want) {
       throw Napi::Error::New(env, "tensor(): data has " + std::to_string(src.ByteLength()) +

@@ -732,3 +732,21 @@ describe('errors', () => {
     await expect(torch.tensor([1]).matmul([1] as unknown as Tensor)).rejects.toThrow(/matmul: expected a Tensor/);
   });
 });
+
+describe('large host tensors (pooled buffers)', () => {
+  test('a buffer reused after dispose holds the new data, and live tensors never share one', async () => {
+    const n = 1 << 19; // 2 MB of float32: above the pooling threshold
+    const a = torch.tensor(new Float32Array(n).fill(1));
+    const b = torch.tensor(new Float32Array(n).fill(2)); // a is alive: b needs its own buffer
+    expect(await (await a.sum()).item()).toBe(n);
+    expect(await (await b.sum()).item()).toBe(2 * n);
+    a.dispose();
+    await (await b.sum()).item(); // the executor has released a's buffer by now
+    const c = torch.tensor(Float32Array.from({ length: n }, (_, i) => i % 7));
+    const expected = Array.from({ length: n }, (_, i) => i % 7).reduce((x, y) => x + y, 0);
+    expect(await (await c.sum()).item()).toBe(expected);
+    expect(await (await b.sum()).item()).toBe(2 * n);
+    b.dispose();
+    c.dispose();
+  });
+});
