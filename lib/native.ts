@@ -104,7 +104,6 @@ export interface Binding {
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;
   op(name: string, inputs: NativeTensor[], args?: OpArg[], grad?: boolean): Promise<NativeTensor | NativeTensor[]>;
-  opNames(): string[];
   buildInfo(): BuildInfo;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;

@@ -34,7 +34,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fromData", Napi::Function::New(env, FromData));
   exports.Set("factory", Napi::Function::New(env, Factory));
   exports.Set("op", Napi::Function::New(env, Op));
-  exports.Set("opNames", Napi::Function::New(env, OpNames));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("cudaIsAvailable", Napi::Function::New(env, CudaIsAvailable));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));

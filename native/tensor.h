@@ -43,6 +43,5 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 Napi::Value FromData(const Napi::CallbackInfo& info);
 Napi::Value Factory(const Napi::CallbackInfo& info);
 Napi::Value Op(const Napi::CallbackInfo& info);
-Napi::Value OpNames(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch

@@ -232,11 +232,4 @@ Napi::Value Op(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value OpNames(const Napi::CallbackInfo& info) {
-  Napi::Array arr = Napi::Array::New(info.Env());
-  uint32_t i = 0;
-  for (const auto& kv : Table()) arr.Set(i++, Napi::String::New(info.Env(), kv.first));
-  return arr;
-}
-
 }  // namespace finetorch

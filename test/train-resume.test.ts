@@ -44,20 +44,10 @@ const fs = require('fs');
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const torch = require(cfg.dist);
 
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const B = cfg.batch, N = cfg.perEpoch * B, PIX = 3 * 8 * 8;
-const r = rng(20240601);
-const X = Float32Array.from({ length: N * PIX }, () => r() * 2 - 1);
-const Y = BigInt64Array.from({ length: N }, () => BigInt(Math.floor(r() * 3)));
+const r = new torch.data.Rng(20240601);
+const X = Float32Array.from({ length: N * PIX }, () => r.uniform(-1, 1));
+const Y = BigInt64Array.from({ length: N }, () => BigInt(r.randint(0, 3)));
 
 // A shuffling loader: a fresh, deterministic order per epoch (fit calls setEpoch).
 const train = {
@@ -65,9 +55,7 @@ const train = {
   length: cfg.perEpoch,
   setEpoch(e) { this.epoch = e; },
   *[Symbol.iterator]() {
-    const order = [...Array(N).keys()];
-    const s = rng(1000 + this.epoch);
-    for (let i = N - 1; i > 0; i--) { const j = Math.floor(s() * (i + 1)); [order[i], order[j]] = [order[j], order[i]]; }
+    const order = new torch.data.Rng(1000 + this.epoch).permutation(N);
     for (let b = 0; b < cfg.perEpoch; b++) {
       const x = new Float32Array(B * PIX), y = new BigInt64Array(B);
       for (let k = 0; k < B; k++) {

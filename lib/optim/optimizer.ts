@@ -36,7 +36,8 @@ export abstract class Optimizer {
   /** @internal */
   readonly handle: NativeOptimizer;
   readonly paramGroups: ParamGroup[];
-  private readonly kind: Kind;
+  /** 'adamw' or 'sgd': which libtorch optimizer steps these parameters. */
+  readonly kind: Kind;
   private readonly what: string;
   private readonly defaults: Record<string, unknown>;
   private readonly validate: (o: Record<string, unknown>, what: string) => void;

@@ -4,6 +4,7 @@
  * the run's settings. Charts are Vega-Lite specs rendered in the page by vega-embed, whose
  * scripts are inlined; `curves.png` is the same curves rendered in Node.
  */
+import * as fs from 'fs';
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import type { EvaluateResult } from '../train/evaluate';
@@ -36,7 +37,7 @@ export interface ReportInput {
 function vendor(pkg: string, file: string): Promise<string> {
   for (const base of module.paths) {
     const candidate = path.join(base, pkg, 'build', file);
-    if (require('fs').existsSync(candidate)) return fsp.readFile(candidate, 'utf8');
+    if (fs.existsSync(candidate)) return fsp.readFile(candidate, 'utf8');
   }
   throw new Error(`report: ${pkg}/build/${file} not found (is ${pkg} installed?)`);
 }

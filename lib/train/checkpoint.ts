@@ -105,7 +105,7 @@ export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { op
     saved.dispose();
   }
   const state = await fsp.readFile(path.join(dir, meta.optimizer));
-  await optimizer.loadStateDict({ kind: (await optimizer.stateDict()).kind, groups: meta.optimizerGroups, state });
+  await optimizer.loadStateDict({ kind: optimizer.kind, groups: meta.optimizerGroups, state });
   const rng = tensor(new Uint8Array(await fsp.readFile(path.join(dir, meta.rng))));
   await native.op('setRngState', [rng.handle], [], false);
   rng.dispose();

@@ -34,6 +34,7 @@ export interface EvaluateResult {
  */
 export async function evaluate(model: ScriptModule, loader: BatchSource, options: { loss?: CrossEntropyLoss; topk?: number; keepBatches?: boolean } = {}): Promise<EvaluateResult> {
   const lossFn = options.loss ?? new CrossEntropyLoss();
+  const sumLoss = new CrossEntropyLoss({ weight: lossFn.weight ?? undefined, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing, reduction: 'sum' });
   const wanted = options.topk ?? 5;
   const wasTraining = model.training;
   model.eval();
@@ -54,7 +55,7 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
             const C = logits.shape[1];
             if (confusion.length === 0) confusion = Array.from({ length: C }, () => new Array<number>(C).fill(0));
             k = Math.min(wanted, C);
-            const perSample = await new CrossEntropyLoss({ weight: lossFn.weight ?? undefined, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing, reduction: 'sum' }).forward(logits, b.target);
+            const perSample = await sumLoss.forward(logits, b.target);
             lossSum += (await perSample.item()) as number;
             perSample.dispose();
             const [vals, idx] = await logits.topk(k, { dim: 1 });

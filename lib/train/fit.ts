@@ -156,10 +156,10 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
 
   const progress = makeProgress(options.progress);
   const ckpt = options.checkpoint;
-  const save = async () => {
+  const save = async (at: TrainingPosition = pos) => {
     if (!ckpt) return;
-    const file = await saveCheckpoint(ckpt.dir, model, optimizer, scheduler, pos, history.epochs, ckpt.keep ?? 2);
-    await options.callbacks?.onCheckpoint?.({ path: file, globalStep: pos.globalStep });
+    const file = await saveCheckpoint(ckpt.dir, model, optimizer, scheduler, at, history.epochs, ckpt.keep ?? 2);
+    await options.callbacks?.onCheckpoint?.({ path: file, globalStep: at.globalStep });
   };
   const total = (options.train as { length?: number }).length;
   const lrs = () => optimizer.paramGroups.map((g) => g.lr);
@@ -246,13 +246,7 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
       (record.valLoss !== undefined ? ` | val loss ${record.valLoss.toFixed(4)} acc ${record.valAccuracy!.toFixed(3)}` : '') +
       ` | lr ${record.lr[0].toExponential(2)} | ${record.samplesPerSec.toFixed(1)} samples/s`);
     await options.callbacks?.onEpochEnd?.(record);
-    const finished = { ...pos, epoch: pos.epoch + 1, batch: 0 };
-    if (ckpt && (ckpt.everyEpoch ?? true)) {
-      const saved = { ...pos };
-      Object.assign(pos, finished);
-      await save();
-      Object.assign(pos, saved);
-    }
+    if (ckpt && (ckpt.everyEpoch ?? true)) await save({ ...pos, epoch: pos.epoch + 1, batch: 0 });
     const es = options.earlyStopping;
     if (es) {
       const metric = es.monitor === 'valAccuracy' ? -(record.valAccuracy ?? record.accuracy) : record.valLoss ?? record.loss;
