@@ -99,7 +99,7 @@ export interface Binding {
       weight: NativeTensor | null, options: TrainStepOptions): Promise<{ loss: number; correct: number; total: number; gradNorm: number | null; skipped: boolean; scale: number }>;
   clipGradNorm(params: NativeTensor[], maxNorm: number, normType: number): Promise<number>;
   ScriptModule: new (...args: never[]) => NativeModule;
-  loadModule(source: string | Buffer, device: string): Promise<NativeModule>;
+  loadModule(source: string | Buffer, device: string, code?: [string, string][]): Promise<NativeModule>;
   Tensor: new (...args: never[]) => NativeTensor;
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;

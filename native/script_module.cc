@@ -1,5 +1,6 @@
 #include "script_module.h"
 
+#include "code_check.h"
 #include "executor.h"
 #include "tensor.h"
 
@@ -345,9 +346,19 @@ Napi::Value LoadModule(const Napi::CallbackInfo& info) {
     path = info[0].As<Napi::String>();
   }
   std::string device = info[1].As<Napi::String>();
+  // optional [name, source][]: the archive's code entries, checked before libtorch compiles them
+  std::vector<std::pair<std::string, std::string>> code;
+  if (info.Length() > 2 && info[2].IsArray()) {
+    auto arr = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      auto pair = arr.Get(i).As<Napi::Array>();
+      code.emplace_back(pair.Get(0u).As<Napi::String>().Utf8Value(), pair.Get(1u).As<Napi::String>().Utf8Value());
+    }
+  }
   return Addon(env).executor->Submit<ModulePtr>(
       env, "jit.load",
-      [path, bytes, device] {
+      [path, bytes, device, code = std::move(code)] {
+        CheckCodeEntries(code);
         auto dev = ParseDevice(device);
         if (bytes) {
           std::istringstream in(*bytes);

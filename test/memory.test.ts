@@ -21,6 +21,20 @@ const gc = getGc();
 const live = () => torch.memory().tensors;
 const bytes = () => torch.memory().bytes;
 
+/**
+ * Collect garbage until the live count stops changing, so a test's baseline holds only live
+ * tensors (a finalizer of an earlier test's garbage must not run in the middle of a count).
+ */
+async function settleGarbage(): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    const before = live();
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+    if (i >= 2 && live() === before) return;
+  }
+}
+beforeEach(settleGarbage);
+
 describe('torch.memory()', () => {
   test('counts tensors and bytes going up on creation and down on dispose', async () => {
     const t0 = live();
@@ -311,11 +325,6 @@ describe('[Symbol.dispose]', () => {
 
 describe('finalizer', () => {
   test('tensors JS forgot are released after garbage collection', async () => {
-    // Let garbage left by earlier tests go first, so the baseline holds only live tensors.
-    for (let i = 0; i < 5; i++) {
-      gc();
-      await new Promise((resolve) => setImmediate(resolve));
-    }
     const t0 = live();
     const b0 = bytes();
     (() => {

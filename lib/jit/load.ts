@@ -8,7 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as check from '../check';
 import { native, probeLoadScript } from '../native';
-import { checkArchive } from './archive';
+import { checkArchive, readEntry, type ArchiveEntry } from './archive';
+import { checkPickle, PickleError } from './pickle';
 import { ScriptModule } from './module';
 
 /** Options of `torch.jit.load`. */
@@ -28,6 +29,28 @@ function isolateLoad(file: string, device: string, what: string): Promise<void> 
       else reject(new Error(`${what}: not a loadable TorchScript model: ${stdout.trim() || e.message}`));
     });
   });
+}
+
+/**
+ * Second line of defence after the zip layer (whose CRC check a damaged-then-repaired entry
+ * passes): every pickle must be a well-formed opcode stream (see pickle.ts), and the source
+ * entries are returned for the native side to parse and check before libtorch compiles them.
+ */
+function checkContents(bytes: Buffer, entries: ArchiveEntry[], what: string): [string, string][] {
+  const code: [string, string][] = [];
+  for (const entry of entries) {
+    if (/(\.|_)pkl$/.test(entry.name)) {
+      try {
+        checkPickle(readEntry(bytes, entry, what));
+      } catch (err) {
+        if (!(err instanceof PickleError)) throw err;
+        throw new Error(`${what}: damaged TorchScript archive: entry '${entry.name}' is not a valid pickle (${err.message})`);
+      }
+    } else if (/\/code\/.*\.py$/.test(entry.name)) {
+      code.push([entry.name, readEntry(bytes, entry, what).toString('utf8')]);
+    }
+  }
+  return code;
 }
 
 /**
@@ -55,7 +78,7 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
   } else {
     throw new TypeError('jit.load: expected a file path or a Buffer');
   }
-  checkArchive(bytes, what);
+  const code = checkContents(bytes, checkArchive(bytes, what), what);
   if (options.isolate) {
     let file = typeof source === 'string' ? path.resolve(source) : '';
     let scratch = '';
@@ -72,7 +95,7 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
   }
   let handle;
   try {
-    handle = await native.loadModule(bytes, device);
+    handle = await native.loadModule(bytes, device, code);
   } catch (err) {
     throw new Error(`jit.load(${what}): not a loadable TorchScript model: ${(err as Error).message.replace(/^jit\.load: /, '')}`);
   }
