@@ -7,7 +7,8 @@
  * Python's own `pickletools` rules catch every such stream: this module runs the opcode stream
  * through a stack machine that tracks only how many items (and marks) there are and what kind of
  * thing each is, and rejects any stream that would pop what is not there, use a mark that was
- * never set, read a memo slot never written, or end without STOP. A valid pickle always passes.
+ * never set, read a memo slot never written (or write one twice), or end without STOP. A valid
+ * pickle always passes. (Unlike pickletools it does not decode text, which libtorch keeps as bytes.)
  * It never builds any value, so it cannot be made to allocate much or run anything.
  */
 
@@ -75,6 +76,7 @@ export function checkPickle(data: Uint8Array): void {
   const put = (at: number, op: number, id: number) => {
     // Ids are handed out one by one, so a valid id is below the number of bytes read so far.
     if (id > pos) fail(at, op, `memo id ${id} is out of range`);
+    if (memo.has(id)) fail(at, op, `writes memo slot ${id} a second time`);
     memo.set(id, top(at, op));
   };
   const get = (at: number, op: number, id: number) => {
