@@ -110,6 +110,7 @@ export interface Binding {
   manualSeed(seed: number): Promise<void>;
   setNumThreads(n: number): Promise<void>;
   getNumThreads(): number;
+  tuneMalloc(mmapThreshold: number, trimThreshold: number): boolean;
   memory(): { tensors: number; bytes: number };
   cudnnBenchmark(flag?: boolean): boolean;
   cudaSynchronize(): Promise<void>;
@@ -148,6 +149,24 @@ function load(): Binding {
   return binding;
 }
 
+/** What `tuneMalloc` was given at load, or null when it was not applied. */
+export interface MallocTuning {
+  mmapThreshold: number;
+  trimThreshold: number;
+}
+
+/**
+ * Keeps blocks under 32 MiB in glibc's heap instead of fresh mmap()s per allocation (decoded
+ * images, batches, activations): about a third less CPU per image in the data pipeline. The
+ * process-wide equivalent of starting Node with MALLOC_MMAP_THRESHOLD_=33554432
+ * MALLOC_TRIM_THRESHOLD_=134217728; FINETORCH_MALLOC_TUNING=0 leaves malloc as it was.
+ */
+function tuneMalloc(binding: Binding): MallocTuning | null {
+  if (process.env.FINETORCH_MALLOC_TUNING === '0') return null;
+  const tuning = { mmapThreshold: 32 << 20, trimThreshold: 128 << 20 };
+  return binding.tuneMalloc(tuning.mmapThreshold, tuning.trimThreshold) ? tuning : null;
+}
+
 /**
  * A script for a child `node -e` that loads a TorchScript file with the same addon (and reads its
  * structure, as `jit.load` does) and exits 0 on
@@ -162,3 +181,6 @@ export function probeLoadScript(file: string, device: string): string {
 
 /** The loaded addon. */
 export const native: Binding = load();
+
+/** The malloc settings applied when the addon was loaded (null: none; see tuneMalloc). */
+export const mallocTuning: MallocTuning | null = tuneMalloc(native);

@@ -45,6 +45,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
+  exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   return exports;
 }
 

@@ -9,6 +9,10 @@
 
 #include <regex>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #ifdef FINETORCH_CUDA_HEADERS
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -133,6 +137,26 @@ Napi::Value CudaEmptyCache(const Napi::CallbackInfo& info) {
   auto d = Napi::Promise::Deferred::New(env);
   d.Resolve(Napi::Boolean::New(env, false));
   return d.Promise();
+#endif
+}
+
+}  // namespace finetorch
+
+namespace finetorch {
+
+// tuneMalloc(mmapThreshold, trimThreshold): glibc's malloc serves blocks above 128 KiB with fresh
+// mmap()s and gives them back on free, so every decoded image, batch and activation of that size
+// page-faults its memory in again. Raising both thresholds keeps such blocks in the heap for
+// reuse (what MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ do at start-up). Process-wide; false
+// where the C library is not glibc.
+Napi::Value TuneMalloc(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  int mmap = info[0].As<Napi::Number>().Int32Value();
+  int trim = info[1].As<Napi::Number>().Int32Value();
+  bool ok = mallopt(M_MMAP_THRESHOLD, mmap) == 1 && mallopt(M_TRIM_THRESHOLD, trim) == 1;
+  return Napi::Boolean::New(info.Env(), ok);
+#else
+  return Napi::Boolean::New(info.Env(), false);
 #endif
 }
 

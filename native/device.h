@@ -15,5 +15,6 @@ Napi::Value CudnnBenchmark(const Napi::CallbackInfo& info);
 Napi::Value CudaSynchronize(const Napi::CallbackInfo& info);
 Napi::Value CudaMemory(const Napi::CallbackInfo& info);
 Napi::Value CudaEmptyCache(const Napi::CallbackInfo& info);
+Napi::Value TuneMalloc(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch
