@@ -111,6 +111,7 @@ export interface Binding {
   setNumThreads(n: number): Promise<void>;
   getNumThreads(): number;
   tuneMalloc(mmapThreshold: number, trimThreshold: number): boolean;
+  collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;
   memory(): { tensors: number; bytes: number };
   cudnnBenchmark(flag?: boolean): boolean;
   cudaSynchronize(): Promise<void>;

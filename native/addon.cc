@@ -1,5 +1,6 @@
 // Registers every native concept. Context-aware: each Node environment (the main thread or a
 // worker_threads Worker) gets its own AddonData and executor thread.
+#include "collate.h"
 #include "device.h"
 #include "executor.h"
 #include "optimizer.h"
@@ -45,6 +46,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
+  exports.Set("collateImages", Napi::Function::New(env, CollateImages));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   return exports;
 }

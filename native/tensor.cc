@@ -55,13 +55,6 @@ class BufferPool {
   size_t pooled_ = 0;
 };
 
-at::Tensor HostTensor(const std::vector<int64_t>& shape, at::ScalarType type, bool pin) {
-  size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * c10::elementSize(type);
-  if (pin || bytes < BufferPool::kMinBytes) return at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(pin));
-  void* p = BufferPool::Get().Take(bytes);
-  return at::from_blob(p, shape, [bytes](void* q) { BufferPool::Get().Give(q, bytes); }, at::TensorOptions().dtype(type));
-}
-
 struct NewTensorInit {
   SlotPtr slot;
   Meta meta;
@@ -69,6 +62,13 @@ struct NewTensorInit {
 
 int64_t Accountable(const Meta& m) { return m.device.is_cpu() ? m.nbytes : 0; }
 }  // namespace
+
+at::Tensor HostTensor(const std::vector<int64_t>& shape, at::ScalarType type, bool pin) {
+  size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * c10::elementSize(type);
+  if (pin || bytes < BufferPool::kMinBytes) return at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(pin));
+  void* p = BufferPool::Get().Take(bytes);
+  return at::from_blob(p, shape, [bytes](void* q) { BufferPool::Get().Give(q, bytes); }, at::TensorOptions().dtype(type));
+}
 
 Napi::Function TensorWrap::Init(Napi::Env env) {
   return DefineClass(env, "Tensor",

@@ -39,6 +39,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   bool accounted_ = false;
 };
 
+// A host (CPU) tensor for data coming from JS: page-locked when `pin`, otherwise from a pool of
+// reused buffers when large (fresh memory costs a page fault per 4 KB). Any thread.
+at::Tensor HostTensor(const std::vector<int64_t>& shape, at::ScalarType type, bool pin);
+
 // Module-level functions registered by addon.cc.
 Napi::Value FromData(const Napi::CallbackInfo& info);
 Napi::Value Factory(const Napi::CallbackInfo& info);

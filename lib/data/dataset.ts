@@ -5,6 +5,7 @@
  */
 import * as check from '../check';
 import { randomSeed, Rng } from './random';
+import type { PixelPlanes } from '../transforms/pipeline';
 
 /** The TypedArrays a sample's input can be held in (the batch tensor takes the matching dtype). */
 export type HostData = Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | BigInt64Array;
@@ -46,6 +47,11 @@ export interface PreparedSample {
   target: number;
   /** Writes the input's `numel(shape)` elements into `out` starting at `offset`. */
   write(out: HostData, offset: number): void;
+  /**
+   * The 8-bit image behind a float32 input (datasets that decode images set it). When every
+   * sample of a batch has it, the DataLoader writes the batch natively, off the main thread.
+   */
+  planes?: PixelPlanes;
 }
 
 /**

@@ -142,7 +142,7 @@ export class FashionMNIST extends Dataset<Sample> {
     const { dims: [, height, width], data } = await this.ensure();
     const pixels = data.subarray(index * height * width, (index + 1) * height * width);
     const decoded = await runTransform({ raw: { data: pixels, width, height, channels: 1 } }, this.compiled, context.rng);
-    return { shape: decoded.shape, type: Float32Array, target: this.targets[index], write: (out, offset) => decoded.write(out as Float32Array, offset) };
+    return { shape: decoded.shape, type: Float32Array, target: this.targets[index], planes: decoded.planes, write: (out, offset) => decoded.write(out as Float32Array, offset) };
   }
 
   /** Sample `index`: `{ input: { data: Float32Array, shape: [1, 28, 28] }, target }`. */

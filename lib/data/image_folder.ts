@@ -207,7 +207,7 @@ export class ImageFolder extends Dataset<Sample> {
       throw new Error(`ImageFolder: cannot read image '${file}' (class '${this.classes[target]}'): ${reason}`, { cause: err });
     }
     if (decoded.meta) this.meta.set(index, decoded.meta);
-    return { shape: decoded.shape, type: Float32Array, target, write: (out, offset) => decoded.write(out as Float32Array, offset) };
+    return { shape: decoded.shape, type: Float32Array, target, planes: decoded.planes, write: (out, offset) => decoded.write(out as Float32Array, offset) };
   }
 
   /**

@@ -5,6 +5,8 @@
  */
 import * as check from '../check';
 import { tensor } from '../creation';
+import { native } from '../native';
+import { Tensor } from '../tensor';
 import type { Batch } from '../train/batch';
 import {
   checkDataset, numel, prepareSample, SkippedSampleError,
@@ -51,8 +53,8 @@ class Scratch {
   }
 }
 
-/** @internal Writes prepared samples into one buffer: one input tensor and one int64 target tensor. */
-function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch, pinMemory = false): Batch {
+/** @internal Checks that a batch's samples agree on array type and shape; returns the shape. */
+function commonShape(samples: PreparedSample[], indices: number[]): number[] {
   const { shape, type } = samples[0];
   samples.forEach((s, k) => {
     if (s.type !== type) {
@@ -63,12 +65,32 @@ function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch
         ' (for images, end the transform with a fixed size: transforms.centerCrop, randomResizedCrop or resize([h, w]))');
     }
   });
+  return shape;
+}
+
+const targets = (samples: PreparedSample[], pinMemory: boolean) =>
+  tensor(BigInt64Array.from(samples, (s) => BigInt(s.target)), { shape: [samples.length], pinMemory });
+
+/** @internal Writes prepared samples into one buffer: one input tensor and one int64 target tensor. */
+function assemble(samples: PreparedSample[], indices: number[], scratch: Scratch, pinMemory = false): Batch {
+  const shape = commonShape(samples, indices);
   const size = numel(shape);
-  const buf = scratch.get(type, size * samples.length);
+  const buf = scratch.get(samples[0].type, size * samples.length);
   samples.forEach((s, k) => s.write(buf, k * size));
   const input = tensor(buf, { shape: [samples.length, ...shape], pinMemory });
-  const target = tensor(BigInt64Array.from(samples, (s) => BigInt(s.target)), { shape: [samples.length], pinMemory });
-  return { input, target };
+  return { input, target: targets(samples, pinMemory) };
+}
+
+/**
+ * @internal A batch of decoded images, written by native code on libuv's threadpool straight into
+ * the batch tensor (8-bit HWC through each channel's table to float32 CHW): the main thread only
+ * hands over the pixel buffers.
+ */
+async function assembleImages(samples: PreparedSample[], indices: number[], pinMemory: boolean): Promise<Batch> {
+  const shape = commonShape(samples, indices);
+  if (shape.length !== 3) throw new Error(`DataLoader: image samples must be [C, H, W], got [${shape}]`);
+  const input = new Tensor(await native.collateImages(samples.map((s) => s.planes!), shape, pinMemory));
+  return { input, target: targets(samples, pinMemory) };
 }
 
 /**
@@ -191,7 +213,10 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
       : async (k: number, ctx: ItemContext) => prepareSample((await ds.get(k, ctx)) as unknown as Sample, `dataset.get(${k})`);
     const got = await Promise.all(indices.map((i) => this.read(i, epoch, skipped, prepare)));
     const kept = got.filter((s) => s !== null) as PreparedSample[];
-    return kept.length ? assemble(kept, indices.filter((_, k) => got[k] !== null), this.scratch, this.pinMemory) : null;
+    if (kept.length === 0) return null;
+    const keptIndices = indices.filter((_, k) => got[k] !== null);
+    if (kept.every((s) => s.planes !== undefined && s.type === Float32Array)) return assembleImages(kept, keptIndices, this.pinMemory);
+    return assemble(kept, keptIndices, this.scratch, this.pinMemory);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
