@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { DataLoader, ImageFolder, Rng, SkippedSampleError } from '../lib/data';
+import { DataLoader, ImageFolder, Rng, SkippedSampleError, Subset } from '../lib/data';
+import { native } from '../lib/native';
 import * as transforms from '../lib/transforms';
 import { memory } from '../lib/memory';
 import { makeImageTree, snapshot, solid, writeImage, type ImageTree } from './helpers/images';
@@ -115,6 +116,34 @@ describe('ImageFolder decoding', () => {
     const mean = [0.485, 0.456, 0.406];
     const std = [0.229, 0.224, 0.225];
     for (let c = 0; c < 3; c++) expect((tiff.input.data as Float32Array)[c * 64 + 10]).toBeCloseTo((rgb[c] / 255 - mean[c]) / std[c], 5);
+  });
+
+  test('batches the DataLoader writes natively hold exactly the floats get() gives (flipped or not)', async () => {
+    const collate = jest.spyOn(native, 'collateImages'); // watched, not replaced: the real writer runs
+    try {
+      for (const p of [0, 1]) {
+        const ds = new ImageFolder(tree.root, {
+          transform: transforms.compose([transforms.resize([6, 10]), transforms.randomHorizontalFlip(p), transforms.toTensor(), transforms.normalize()]),
+        });
+        const readable = tree.samples.map((_, i) => i).filter((i) => tree.samples[i][0] !== tree.corrupt);
+        const loader = new DataLoader(new Subset(ds, readable), { batchSize: 3 });
+        let k = 0;
+        for await (const b of loader) {
+          expect(b.input.shape.slice(1)).toEqual([3, 6, 10]);
+          const got = (await b.input.data()) as Float32Array;
+          for (let j = 0; j < b.input.shape[0]; j++, k++) {
+            const want = (await ds.get(readable[k])).input.data as Float32Array;
+            expect(Array.from(got.subarray(j * 180, (j + 1) * 180))).toEqual(Array.from(want));
+          }
+          b.input.dispose();
+          b.target.dispose();
+        }
+        expect(k).toBe(readable.length);
+      }
+      expect(collate).toHaveBeenCalled();
+    } finally {
+      collate.mockRestore();
+    }
   });
 
   test('a corrupt file fails by default with an error naming it', async () => {

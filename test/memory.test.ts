@@ -4,10 +4,13 @@
  *
  * Every test disposes what it makes, so the live counts are exact between tests.
  */
+import { execFileSync } from 'child_process';
+import * as path from 'path';
 import * as v8 from 'v8';
 import * as vm from 'vm';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
+import { ensureDist, ROOT } from './helpers/dist';
 
 /** global.gc when node runs with --expose-gc, otherwise the same function obtained through v8 flags. */
 function getGc(): () => void {
@@ -383,5 +386,17 @@ describe('leak', () => {
     gc();
     expect(live()).toBe(t0);
     expect((process.memoryUsage().rss - rss0) / (1 << 20)).toBeLessThan(50);
+  });
+});
+
+describe('malloc tuning', () => {
+  test('glibc keeps blocks under 32 MiB in the heap; FINETORCH_MALLOC_TUNING=0 leaves malloc alone', () => {
+    expect(torch.backends.malloc.tuning).toEqual({ mmapThreshold: 32 << 20, trimThreshold: 128 << 20 });
+    ensureDist();
+    const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.join(ROOT, 'dist'))}).backends.malloc.tuning))`;
+    const run = (env: NodeJS.ProcessEnv) =>
+      execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    expect(JSON.parse(run({ FINETORCH_MALLOC_TUNING: '0' }))).toBeNull();
+    expect(JSON.parse(run({ FINETORCH_MALLOC_TUNING: '' }))).toEqual({ mmapThreshold: 33554432, trimThreshold: 134217728 });
   });
 });
