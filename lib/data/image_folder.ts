@@ -103,6 +103,11 @@ function walk(dir: string, extensions: Set<string>, seen: Set<string>): { files:
  * class with no samples (with a warning) instead of an error; a tree with no image at all is an
  * error. The folder is scanned once, synchronously, in the constructor.
  *
+ * Each file is read into memory by Node and decoded by sharp from there; in a DataLoader the
+ * batch is then written natively off the main thread. The first decode turns off libvips'
+ * operation cache (`sharp.cache(false)`; no operation repeats in a data pipeline) unless the
+ * application has set sharp's cache limits itself.
+ *
  * @example
  * const train = new data.ImageFolder('photos/train', { transform: transforms.imagenet({ train: true }) });
  * console.log(train.classes, train.length);
