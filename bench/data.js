@@ -4,7 +4,7 @@
  * torchvision transforms (num_workers=2, persistent workers) on the same 2,000 JPEGs (500x375),
  * each decoded, random-resized-cropped to 224, flipped and normalised into batches of 32.
  *
- *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4]
+ *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4] [--same-malloc]
  *
  * The images are generated once with sharp into a cache folder under the OS temp dir. Each side
  * runs one warm-up epoch (page cache, worker start-up), then `rounds` timed epochs, alternating
@@ -29,9 +29,11 @@ const PREFETCH = opt('prefetch', 4);
 const BATCH = 32;
 const CLASSES = 10;
 const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+// --same-malloc: the PyTorch process gets finetorch's malloc settings too (see bench/train.js)
+const SAME_MALLOC = args.includes('--same-malloc');
 
 const sharp = require('sharp');
-const { data, transforms } = loadFinetorch();
+const { top, data, transforms } = loadFinetorch();
 
 function loadFinetorch() {
   const dist = path.join(__dirname, '..', 'dist');
@@ -40,7 +42,7 @@ function loadFinetorch() {
     process.exit(1);
   }
   const top = require(dist);
-  return { data: top.data ?? require(path.join(dist, 'data')), transforms: top.transforms ?? require(path.join(dist, 'transforms')) };
+  return { top, data: top.data ?? require(path.join(dist, 'data')), transforms: top.transforms ?? require(path.join(dist, 'transforms')) };
 }
 
 /** A photo-like 500x375 picture: smooth shapes, gradients and sensor-like noise. */
@@ -115,7 +117,9 @@ for _ in range(rounds):
 `;
 
 function pytorchEpochs(root, rounds) {
-  const out = execFileSync(PYTHON, ['-c', PYTORCH, root, String(rounds), String(BATCH)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const t = top.backends.malloc.tuning;
+  const env = SAME_MALLOC && t ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold) } : process.env;
+  const out = execFileSync(PYTHON, ['-c', PYTORCH, root, String(rounds), String(BATCH)], { encoding: 'utf8', maxBuffer: 1 << 20, env });
   return out.trim().split('\n').map((l) => JSON.parse(l));
 }
 
@@ -128,7 +132,8 @@ async function main() {
   const loader = new data.DataLoader(ds, { batchSize: BATCH, shuffle: true, seed: 0, prefetch: PREFETCH });
   console.log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}; ` +
     `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}, concurrency ${sharp.concurrency()}), ` +
-    `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, prefetch ${PREFETCH}`);
+    `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, prefetch ${PREFETCH}; ` +
+    `malloc: finetorch ${top.backends.malloc.tuning ? 'tuned' : 'untuned'}, PyTorch ${SAME_MALLOC ? 'the same (--same-malloc)' : "glibc's defaults"}`);
   await finetorchEpoch(loader); // warm-up: page cache, header cache
   const ft = [];
   const pt = [];

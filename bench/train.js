@@ -3,7 +3,7 @@
  * Training throughput: finetorch's train.fit against PyTorch on the same machine, the same
  * libtorch (Python's torch), the same thread count and the same TorchScript file.
  *
- *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head]
+ *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--same-malloc]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; both sides load that file. Inputs: random [batch, 3, size, size] float32,
@@ -39,8 +39,9 @@ function parseArgs(argv) {
       case '--batch': opts.batch = positive(value(), key); break;
       case '--size': opts.size = positive(value(), key, 32); break;
       case '--modes': opts.modes = value().split(',').filter(Boolean); break;
+      case '--same-malloc': opts.sameMalloc = true; break;
       case '-h': case '--help':
-        console.log('usage: node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head]');
+        console.log('usage: node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--same-malloc]');
         process.exit(0);
         break;
       default: throw new Error(`unknown option ${argv[i]} (see --help)`);
@@ -58,11 +59,23 @@ function positive(v, what, min = 1) {
 
 const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
 
+/**
+ * The environment of the PyTorch side. finetorch raises glibc malloc's mmap/trim thresholds when
+ * it loads (torch.backends.malloc.tuning); --same-malloc gives the Python process the same
+ * settings through glibc's environment variables, to see how much of a difference is that alone.
+ */
+let pythonEnv = process.env;
+function sameMalloc() {
+  const t = torch.backends.malloc.tuning;
+  if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');
+  pythonEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold) };
+}
+
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
 function python(dir, name, code, args = []) {
   const file = path.join(dir, name);
   fs.writeFileSync(file, code);
-  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20, env: pythonEnv });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
   const lines = r.stdout.trim().split('\n');
@@ -164,6 +177,7 @@ async function finetorchRun(file, mode, o) {
 
 (async () => {
   const o = parseArgs(process.argv.slice(2));
+  if (o.sameMalloc) sameMalloc();
   const threads = torch.getNumThreads();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-train-'));
   try {
@@ -184,6 +198,9 @@ async function finetorchRun(file, mode, o) {
     console.log(`# train throughput: resnet18, batch ${o.batch}, 3x${o.size}x${o.size}, AdamW, ${o.warmup} warm-up + ${o.steps} timed steps`);
     console.log(`# ${cpu}, ${os.cpus().length} logical CPUs, ${threads} intra-op thread(s) on both sides; ` +
       `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}`);
+    const t = torch.backends.malloc.tuning;
+    console.log(`# malloc: finetorch ${t ? `mmap/trim thresholds ${t.mmapThreshold}/${t.trimThreshold}` : 'untuned'}, ` +
+      `PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}`);
     console.log(`# load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
 
     const rows = [];
