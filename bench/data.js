@@ -118,7 +118,7 @@ for _ in range(rounds):
 
 function pytorchEpochs(root, rounds) {
   const t = top.backends.malloc.tuning;
-  const env = SAME_MALLOC && t ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold) } : process.env;
+  const env = SAME_MALLOC && t ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) } : process.env;
   const out = execFileSync(PYTHON, ['-c', PYTORCH, root, String(rounds), String(BATCH)], { encoding: 'utf8', maxBuffer: 1 << 20, env });
   return out.trim().split('\n').map((l) => JSON.parse(l));
 }

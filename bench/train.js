@@ -68,7 +68,7 @@ let pythonEnv = process.env;
 function sameMalloc() {
   const t = torch.backends.malloc.tuning;
   if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');
-  pythonEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold) };
+  pythonEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) };
 }
 
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
@@ -199,7 +199,7 @@ async function finetorchRun(file, mode, o) {
     console.log(`# ${cpu}, ${os.cpus().length} logical CPUs, ${threads} intra-op thread(s) on both sides; ` +
       `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}`);
     const t = torch.backends.malloc.tuning;
-    console.log(`# malloc: finetorch ${t ? `mmap/trim thresholds ${t.mmapThreshold}/${t.trimThreshold}` : 'untuned'}, ` +
+    console.log(`# malloc: finetorch ${t ? `mmap/trim thresholds ${t.mmapThreshold}/${t.trimThreshold}, top pad ${t.topPad}` : 'untuned'}, ` +
       `PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}`);
     console.log(`# load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
 

@@ -10,8 +10,13 @@
  * - inside entries: the pickles (data.pkl, constants.pkl, *.debug_pkl) and the TorchScript source
  *   (code/**.py) are damaged in place and the CRC-32 fields (local header, data descriptor, central
  *   directory) rewritten to match, so the archive passes the zip checks and the damage reaches
- *   libtorch's unpickler and TorchScript compiler. Entries are STORED, so the damage is in place:
- *   the original archive's stored pickles, and an all-STORED re-zip (Python zipfile) for the rest.
+ *   the contents checks (lib/jit/pickle.ts, native/code_check.cc) and then libtorch's unpickler
+ *   and TorchScript compiler. Entries are STORED, so the damage is in place: the original
+ *   archive's stored pickles, and an all-STORED re-zip (Python zipfile) for the rest.
+ *
+ * Twelve seeds (4,200 mutants) ran clean when the contents checks went in; before them, seeds 1, 2,
+ * 3 and 20240611 each had one to four mutants that killed the child (pickle stack underflow, class
+ * bodies with a damaged `__parameters__`/`__buffers__` name), which test/jit-contents.test.ts keeps.
  *
  * The RNG is seeded (FINETORCH_FUZZ_SEED overrides it), so a run is reproducible; files that kill
  * or stall the child are copied to $TMPDIR/finetorch-fuzz-crashes-<seed>/, and FINETORCH_FUZZ_KEEP=1

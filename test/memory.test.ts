@@ -391,12 +391,12 @@ describe('leak', () => {
 
 describe('malloc tuning', () => {
   test('glibc keeps blocks under 32 MiB in the heap; FINETORCH_MALLOC_TUNING=0 leaves malloc alone', () => {
-    expect(torch.backends.malloc.tuning).toEqual({ mmapThreshold: 32 << 20, trimThreshold: 128 << 20 });
+    expect(torch.backends.malloc.tuning).toEqual({ mmapThreshold: 32 << 20, trimThreshold: 128 << 20, topPad: 64 << 20 });
     ensureDist();
     const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.join(ROOT, 'dist'))}).backends.malloc.tuning))`;
     const run = (env: NodeJS.ProcessEnv) =>
       execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' });
     expect(JSON.parse(run({ FINETORCH_MALLOC_TUNING: '0' }))).toBeNull();
-    expect(JSON.parse(run({ FINETORCH_MALLOC_TUNING: '' }))).toEqual({ mmapThreshold: 33554432, trimThreshold: 134217728 });
+    expect(JSON.parse(run({ FINETORCH_MALLOC_TUNING: '' }))).toEqual({ mmapThreshold: 33554432, trimThreshold: 134217728, topPad: 67108864 });
   });
 });
