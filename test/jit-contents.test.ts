@@ -47,12 +47,12 @@ class Rich(torch.nn.Module):
         self.flag = True
         self.limit = 3
         self.register_buffer('steps', torch.zeros(2, dtype=torch.int64))
-        self.color = Color.RED.value
+        self.color = Color.RED
     def forward(self, x: torch.Tensor) -> Out:
         y = self.bn(self.lin(x))
         c = Color.GREEN
         s = self.table['x'] + float(self.pair[0]) + float(len(self.names))
-        if c == Color.GREEN and self.flag:
+        if c == Color.GREEN and self.flag and self.color == Color.RED:
             s = s + 1.0
         return Out(y, s)
 
@@ -220,6 +220,10 @@ describe('checkPickle', () => {
 
 describe('class body check (native, libtorch parser)', () => {
   test('a rich model (Final, NamedTuple, Enum, containers) and a hooked one load and match PyTorch', async () => {
+    // the archive really holds the class kinds the check treats apart
+    const buf = fs.readFileSync(path.join(tmp, 'rich.pt'));
+    const code = checkArchive(buf, 'rich.pt').filter((e) => e.name.endsWith('.py')).map((e) => readEntry(buf, e).toString('utf8')).join('\n');
+    for (const kind of ['(Module):', '(Enum):', '(NamedTuple):', ': Final[int] = 3']) expect(code).toContain(kind);
     const rich = await torch.jit.load(path.join(tmp, 'rich.pt'));
     try {
       const out = (await rich.forward(torch.tensor(made.x))) as torch.Tensor[];
