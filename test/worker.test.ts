@@ -255,6 +255,10 @@ describe('Worker teardown with work in flight (each in its own process)', () => 
     expect(r.codes).toEqual([0, 0, 0, 0, 0]);
   });
 
+  // Teardown runs node-addon-api's callbacks while napi_throw can no longer throw. Built without
+  // NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS, a C++ exception then left a V8 callback and the next
+  // GC died (SIGSEGV in Relocatable::Iterate) in about 4 of 10 runs of 10 Workers; 30 Workers make
+  // a regression show in nearly every run.
   test('terminate() while many small ops are completing does not abort the process', () => {
     const r = isolated(`
       const x = torch.tensor([1]);
@@ -266,10 +270,10 @@ describe('Worker teardown with work in flight (each in its own process)', () => 
         first = false;
         await Promise.all(batch);
       }
-    `, 10, true);
+    `, 30, true);
     expect(r.stderr).not.toMatch(/terminate called/);
     expect(r.signal).toBeNull();
     expect(r.status).toBe(0);
-    expect(r.codes).toEqual(Array(10).fill(1));
+    expect(r.codes).toEqual(Array(30).fill(1));
   });
 });
