@@ -142,7 +142,13 @@ describe('checkPickle', () => {
     expect(all.some(([n]) => n.endsWith('/data.pkl'))).toBe(true);
     expect(all.some(([n]) => n.endsWith('/constants.pkl'))).toBe(true);
     expect(all.some(([n]) => n.endsWith('.debug_pkl'))).toBe(true);
-    for (const [name, data] of all) expect({ name, ok: (() => { checkPickle(data); return true; })() }).toEqual({ name, ok: true });
+    for (const [name, data] of all) {
+      try {
+        checkPickle(data);
+      } catch (err) {
+        throw new Error(`${name}: ${(err as Error).message}`);
+      }
+    }
   });
 
   test('accepts what Python pickle writes in protocols 0 to 4', () => {
@@ -171,7 +177,7 @@ describe('checkPickle', () => {
     ['a memo slot written twice', [0x80, 2, 0x4e, 0x71, 0, 0x71, 0, 0x2e], /0x71 at byte 5: writes memo slot 0 a second time/],
     ['a huge memo id', [0x80, 2, 0x4e, 0x72, 0xff, 0xff, 0xff, 0x7f, 0x2e], /memo id 2147483647 is out of range/],
     ['an unknown opcode', [0x80, 2, 0xff, 0x2e], /0xff at byte 2: is not an opcode a TorchScript pickle uses/],
-    ['GLOBAL without an end of line', [0x80, 2, 0x63, 0x61, 0x0a, 0x62], /GLOBAL|no end of line/],
+    ['GLOBAL without an end of line', [0x80, 2, 0x63, 0x61, 0x0a, 0x62], /0x63 at byte 2: its text argument has no end of line/],
   ])('rejects %s', (_name, bytes, message) => {
     expect(() => checkPickle(Buffer.from(bytes))).toThrow(PickleError);
     expect(() => checkPickle(Buffer.from(bytes))).toThrow(message);

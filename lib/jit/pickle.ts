@@ -18,7 +18,8 @@ type Kind = 'mark' | 'tuple' | 'list' | 'dict' | 'global' | 'value';
 /** A pickle that breaks the rules; the caller adds which entry it came from. */
 export class PickleError extends Error {}
 
-const LINE_ARG = new Set([0x63 /* c GLOBAL: two lines */, 0x70 /* p PUT */, 0x67 /* g GET */, 0x49 /* I INT */, 0x4c /* L LONG */, 0x46 /* F FLOAT */, 0x53 /* S STRING */, 0x50 /* P PERSID */, 0x56 /* V UNICODE */]);
+/** Opcodes whose argument is one line of text (GLOBAL, with two lines, reads its own). */
+const LINE_ARG = new Set([0x70 /* p PUT */, 0x67 /* g GET */, 0x49 /* I INT */, 0x4c /* L LONG */, 0x46 /* F FLOAT */, 0x53 /* S STRING */, 0x50 /* P PERSID */, 0x56 /* V UNICODE */]);
 
 /**
  * Checks one pickle (protocol 0-2 opcodes, the ones PyTorch's TorchScript writer uses, plus
@@ -93,7 +94,7 @@ export function checkPickle(data: Uint8Array): void {
     if (pos >= buf.length) throw new PickleError('the pickle ends without a STOP opcode');
     const at = pos;
     const op = buf[pos++];
-    if (LINE_ARG.has(op) && op !== 0x63) line(at, op);
+    const text = LINE_ARG.has(op) ? line(at, op) : '';
     switch (op) {
       case 0x80: need(at, op, 1); break; // PROTO
       case 0x95: need(at, op, 8); break; // FRAME
@@ -180,8 +181,7 @@ export function checkPickle(data: Uint8Array): void {
       case 0x94: put(at, op, memo.size); break; // MEMOIZE
       case 0x68: get(at, op, buf[need(at, op, 1)]); break; // BINGET
       case 0x6a: get(at, op, buf.readUInt32LE(need(at, op, 4))); break; // LONG_BINGET
-      case 0x70: case 0x67: { // PUT GET (text ids): the line was read above
-        const text = buf.toString('latin1', at + 1, pos - 1);
+      case 0x70: case 0x67: { // PUT GET (text ids)
         if (!/^\d+$/.test(text)) fail(at, op, `memo id '${text}' is not a number`);
         if (op === 0x70) put(at, op, Number(text));
         else get(at, op, Number(text));
