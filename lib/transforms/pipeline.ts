@@ -84,9 +84,9 @@ function disableUnusedCache(): void {
   if (c.items.max === 100 && c.memory.max === 50 && c.files.max === 20) sharp.cache(false);
 }
 
-/** Reads an image's size and format from its header (a file, or its bytes). */
-export async function readMeta(file: string | Buffer): Promise<ImageMeta> {
-  const m = await sharp(file, OPEN).metadata();
+/** Reads an image's size and format from the header in its bytes. */
+async function readMeta(bytes: Buffer): Promise<ImageMeta> {
+  const m = await sharp(bytes, OPEN).metadata();
   if (!m.width || !m.height) throw new Error('the header has no image size');
   return { width: m.width, height: m.height, hasAlpha: m.hasAlpha ?? false, format: m.format ?? 'unknown' };
 }
