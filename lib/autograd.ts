@@ -4,11 +4,22 @@
  */
 import { AsyncLocalStorage } from 'async_hooks';
 
-const gradMode = new AsyncLocalStorage<boolean>();
+/**
+ * What a queued computation records: `true` (autograd on), `false` (`noGrad`), or `'inference'`
+ * (`inferenceMode`: libtorch's InferenceMode, no autograd bookkeeping at all).
+ */
+export type GradMode = boolean | 'inference';
+
+const gradMode = new AsyncLocalStorage<GradMode>();
+
+/** @internal The grad mode that computations queued from the current async context run under. */
+export function currentGradMode(): GradMode {
+  return gradMode.getStore() ?? true;
+}
 
 /** @internal Whether computations queued from the current async context record gradients. */
 export function isGradEnabled(): boolean {
-  return gradMode.getStore() ?? true;
+  return currentGradMode() === true;
 }
 
 /**
@@ -27,4 +38,18 @@ export function noGrad<T>(fn: () => T): T {
 export function enableGrad<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError('enableGrad(fn): fn must be a function');
   return gradMode.run(true, fn);
+}
+
+/**
+ * Runs `fn` under libtorch's InferenceMode, as PyTorch's `torch.inference_mode()`: like `noGrad`,
+ * and also without version counters or view tracking, so pure inference is a little cheaper.
+ * Tensors made inside are inference tensors: they cannot later be saved for backward (clone one
+ * outside to train on it). `train.evaluate` and `train.predict` run in this mode.
+ *
+ * @example
+ * const probs = await torch.inferenceMode(async () => (await model.forward(x)).softmax(1));
+ */
+export function inferenceMode<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError('inferenceMode(fn): fn must be a function');
+  return gradMode.run('inference', fn);
 }

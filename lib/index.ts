@@ -14,7 +14,7 @@ export { tidy, keep, memory } from './memory';
 export type { MemoryInfo } from './memory';
 export { manualSeed, setNumThreads, getNumThreads, version, cuda, backends } from './runtime';
 export type { DType } from './native';
-export { noGrad, enableGrad } from './autograd';
+export { noGrad, enableGrad, inferenceMode, type GradMode } from './autograd';
 export * as jit from './jit';
 export * as nn from './nn';
 export * as optim from './optim';

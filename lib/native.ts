@@ -3,6 +3,7 @@
  * `prebuilds/`) and declares its typed surface. Nothing else in finetorch `require`s the `.node`.
  */
 import * as path from 'path';
+import type { GradMode } from './autograd';
 
 /** A dtype name as finetorch and PyTorch spell it. */
 export type DType =
@@ -45,7 +46,7 @@ export interface NativeModule {
   readonly disposed: boolean;
   snapshot(): Promise<ModuleSnapshot>;
   save(path: string): Promise<void>;
-  runMethod(name: string, inputs: unknown[], grad?: boolean): Promise<unknown>;
+  runMethod(name: string, inputs: unknown[], grad?: GradMode): Promise<unknown>;
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;
   replaceLinear(path: string, outFeatures: number): Promise<void>;
@@ -103,7 +104,7 @@ export interface Binding {
   Tensor: new (...args: never[]) => NativeTensor;
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;
-  op(name: string, inputs: NativeTensor[], args?: OpArg[], grad?: boolean): Promise<NativeTensor | NativeTensor[]>;
+  op(name: string, inputs: NativeTensor[], args?: OpArg[], grad?: GradMode): Promise<NativeTensor | NativeTensor[]>;
   buildInfo(): BuildInfo;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;

@@ -3,7 +3,7 @@
  * the addon's executor in call order and returns a Promise.
  */
 import * as check from './check';
-import { isGradEnabled } from './autograd';
+import { currentGradMode } from './autograd';
 import { track } from './memory';
 import { native, type DType, type NativeTensor, type OpArg } from './native';
 
@@ -102,12 +102,12 @@ export class Tensor {
 
   /** @internal Queues a native op on this tensor (first input) and `others`. */
   async run(name: string, others: Tensor[] = [], args: OpArg[] = []): Promise<Tensor> {
-    const out = await native.op(name, [this.live(name), ...others.map((t) => t.live(name))], args, isGradEnabled());
+    const out = await native.op(name, [this.live(name), ...others.map((t) => t.live(name))], args, currentGradMode());
     return new Tensor(out as NativeTensor);
   }
 
   private async runPair(name: string, args: OpArg[]): Promise<ValuesIndices> {
-    const out = (await native.op(name, [this.live(name)], args, isGradEnabled())) as NativeTensor[];
+    const out = (await native.op(name, [this.live(name)], args, currentGradMode())) as NativeTensor[];
     return valuesIndices(out.map((h) => new Tensor(h)));
   }
 

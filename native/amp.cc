@@ -4,11 +4,6 @@
 
 namespace finetorch {
 
-// libtorch 2.4 replaced the per-device autocast setters with device-typed ones.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define FT_AUTOCAST_TYPED 1
-#endif
-
 AutocastScope::AutocastScope(Amp amp, const c10::Device& device) {
   if (amp == Amp::None) return;
   at::ScalarType dtype = amp == Amp::BF16 ? at::kBFloat16 : at::kHalf;
@@ -63,7 +58,7 @@ void GradScaler::init(const c10::Device& device, double initScale) {
 }
 
 bool GradScaler::unscale(const std::vector<at::Tensor>& params) {
-  at::NoGradGuard ng;
+  NoGradGuard ng;
   std::vector<at::Tensor> grads;
   for (const auto& p : params) {
     if (p.grad().defined()) grads.push_back(p.grad());
@@ -75,7 +70,7 @@ bool GradScaler::unscale(const std::vector<at::Tensor>& params) {
 }
 
 void GradScaler::update(bool) {
-  at::NoGradGuard ng;
+  NoGradGuard ng;
   at::_amp_update_scale_(scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval);
 }
 

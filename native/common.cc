@@ -74,10 +74,16 @@ c10::Device ParseDevice(const std::string& name) { return c10::Device(name); }
 
 std::string DeviceName(const c10::Device& d) { return d.str(); }
 
+GradModeArg ReadGradMode(const Napi::Value& v) {
+  if (v.IsString() && v.As<Napi::String>().Utf8Value() == "inference") return GradModeArg::Inference;
+  if (v.IsUndefined()) return GradModeArg::Grad;
+  return v.ToBoolean().Value() ? GradModeArg::Grad : GradModeArg::NoGrad;
+}
+
 void CheckTargets(const at::Tensor& logits, const at::Tensor& target, int64_t ignoreIndex) {
   if (target.is_floating_point() || logits.dim() < 1) return;  // probabilities: shapes checked in JS
   int64_t classes = logits.dim() >= 2 ? logits.size(1) : logits.size(0);
-  at::NoGradGuard ng;
+  NoGradGuard ng;
   at::Tensor bad = ((target < 0) | (target >= classes)) & (target != ignoreIndex);
   if (!bad.any().item<bool>()) return;
   at::Tensor flat = bad.reshape({-1}).nonzero();

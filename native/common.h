@@ -3,16 +3,14 @@
 
 #include <napi.h>
 #include <ATen/ATen.h>
-#include <torch/version.h>
+
+#include "compat.h"
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
-
-#ifndef TORCH_VERSION_MAJOR
-#error "libtorch headers without torch/version.h are not supported"
-#endif
 
 namespace finetorch {
 
@@ -54,6 +52,25 @@ at::ScalarType ParseDtype(const std::string& name);
 std::string DtypeName(at::ScalarType t);
 c10::Device ParseDevice(const std::string& name);
 std::string DeviceName(const c10::Device& d);
+
+// The grad mode JS asked for with a task: true (autograd), false (no_grad) or "inference"
+// (InferenceMode). Read on the JS thread; the scope is entered inside the executor task, because
+// both modes are thread-local in libtorch.
+enum class GradModeArg { NoGrad, Grad, Inference };
+GradModeArg ReadGradMode(const Napi::Value& v);
+
+class GradModeScope {
+ public:
+  // InferenceMode(false) would switch grad mode on, so only the guard that applies is made.
+  explicit GradModeScope(GradModeArg mode) {
+    if (mode == GradModeArg::Inference) inference_.emplace();
+    else grad_.emplace(mode == GradModeArg::Grad);
+  }
+
+ private:
+  std::optional<AutoGradMode> grad_;
+  std::optional<InferenceMode> inference_;
+};
 
 // Class-index targets must lie in [0, C) (or equal ignoreIndex); checked with tensor ops so a
 // CUDA target never reaches a kernel that would trip a device-side assert.

@@ -134,7 +134,7 @@ Napi::Value OptimizerWrap::Step(const Napi::CallbackInfo& info) {
   OptimizerPtr h = Of(env, info.This(), "step()");
   return Addon(env).executor->Run(
       env, "step()",
-      [h] { at::NoGradGuard g; h->get().step(); });
+      [h] { NoGradGuard g; h->get().step(); });
 }
 
 Napi::Value OptimizerWrap::ZeroGrad(const Napi::CallbackInfo& info) {
@@ -232,7 +232,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   return Addon(env).executor->Submit<StepResult>(
       env, "trainStep",
       [=] {
-        at::AutoGradMode grad(true);
+        AutoGradMode grad(true);
         at::Tensor x = input->get();
         at::Tensor y = target->get();
         c10::Device dev = device.empty() ? x.device() : ParseDevice(device);
@@ -274,7 +274,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
           r.gradNorm = torch::nn::utils::clip_grad_norm_(ps, clipNorm);
         }
         if (opt && doStep && !foundInf) {
-          at::NoGradGuard ng;
+          NoGradGuard ng;
           opt->get().step();
         }
         if (amp == Amp::FP16 && opt && doStep) {
@@ -283,7 +283,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
           r.scale = opt->scaler.scale.item<double>();
         }
         if (opt && doZero) opt->get().zero_grad();
-        at::NoGradGuard ng;
+        NoGradGuard ng;
         if (logits.dim() == 2 && y.dim() == 1) {
           r.correct = logits.argmax(1).eq(y).sum().item<int64_t>();
           r.total = y.size(0);

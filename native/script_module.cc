@@ -393,7 +393,7 @@ Napi::Value ModuleWrap::RunMethod(const Napi::CallbackInfo& info) {
   Napi::Array raw = info[1].As<Napi::Array>();
   std::vector<Val> inputs;
   for (uint32_t i = 0; i < raw.Length(); i++) inputs.push_back(FromJs(env, raw.Get(i)));
-  bool grad = info.Length() > 2 ? info[2].ToBoolean().Value() : true;
+  GradModeArg grad = ReadGradMode(info[2]);
   return Addon(env).executor->Submit<Val>(
       env, name,
       [m, name, inputs, grad] {
@@ -404,7 +404,7 @@ Napi::Value ModuleWrap::RunMethod(const Napi::CallbackInfo& info) {
           c10::TypePtr t = i + 1 < schema.arguments().size() ? schema.arguments()[i + 1].type() : nullptr;
           args.push_back(ToIValue(inputs[i], t));
         }
-        at::AutoGradMode mode(grad);
+        GradModeScope mode(grad);
         return FromIValue(method(std::move(args)));
       },
       [](Napi::Env env, Val& v) { return ToJs(env, v); });
@@ -454,7 +454,7 @@ Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
         at::Tensor w = lin.attr("weight").toTensor();
         if (w.dim() != 2) throw std::runtime_error("'" + path + "' has no 2-D weight: it is not a Linear layer");
         int64_t in = w.size(1);
-        at::NoGradGuard noGrad;
+        NoGradGuard noGrad;
         auto opts = w.options().requires_grad(false);
         // kaiming_uniform_(a=sqrt(5)) and the bias rule of torch.nn.Linear.reset_parameters both
         // reduce to U(-1/sqrt(in), 1/sqrt(in)); drawn in the same order, from the same generator.
@@ -479,7 +479,7 @@ Napi::Value ModuleWrap::ChannelsLast(const Napi::CallbackInfo& info) {
   return Addon(env).executor->Run(
       env, "channelsLast",
       [m] {
-        at::NoGradGuard ng;
+        NoGradGuard ng;
         for (const auto& p : m->parameters(true)) {
           if (p.dim() == 4) const_cast<at::Tensor&>(p).set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
         }

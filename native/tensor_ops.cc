@@ -137,7 +137,7 @@ const std::unordered_map<std::string, OpFn>& Table() {
          return OpOut{{at::cross_entropy_loss(t[0], t[1], w, I(a, 0), I(a, 1), D(a, 2))}};
        }},
       {"copy_", [](const Ts& t, const Args&) {
-         at::NoGradGuard ng;
+         NoGradGuard ng;
          t[0].copy_(t[1]);
          return OpOut{};
        }},
@@ -206,11 +206,11 @@ Napi::Value Op(const Napi::CallbackInfo& info) {
     Napi::Array raw = info[2].As<Napi::Array>();
     for (uint32_t i = 0; i < raw.Length(); i++) args.push_back(ParseArg(env, raw.Get(i)));
   }
-  bool grad = info.Length() > 3 ? info[3].ToBoolean().Value() : true;
+  GradModeArg grad = ReadGradMode(info[3]);
   return Addon(env).executor->Submit<OpOut>(
       env, name,
       [fn, slots, args, grad] {
-        at::AutoGradMode mode(grad);
+        GradModeScope mode(grad);
         Ts ts;
         ts.reserve(slots.size());
         for (auto& s : slots) ts.push_back(s->get());

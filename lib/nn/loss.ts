@@ -4,7 +4,7 @@
  * label is a device-side assert that kills the whole process's CUDA context.
  */
 import * as check from '../check';
-import { isGradEnabled } from '../autograd';
+import { currentGradMode } from '../autograd';
 import { native, type NativeTensor } from '../native';
 import { Tensor } from '../tensor';
 
@@ -91,7 +91,7 @@ export class CrossEntropyLoss {
     const what = 'CrossEntropyLoss';
     checkTargets(logits, target, this.weight, what);
     const inputs = [logits.handle, target.handle, ...(this.weight ? [this.weight.handle] : [])];
-    const out = await native.op('crossEntropy', inputs, [this.config.reduction, this.ignoreIndex, this.labelSmoothing], isGradEnabled());
+    const out = await native.op('crossEntropy', inputs, [this.config.reduction, this.ignoreIndex, this.labelSmoothing], currentGradMode());
     return new Tensor(out as NativeTensor);
   }
 }

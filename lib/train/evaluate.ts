@@ -1,8 +1,8 @@
 /**
  * `train.evaluate` and `train.predict`: inference over a loader or one input, in eval mode and
- * without gradients, restoring the model's mode afterwards.
+ * under inference mode (no autograd bookkeeping), restoring the model's mode afterwards.
  */
-import { noGrad } from '../autograd';
+import { inferenceMode } from '../autograd';
 import type { ScriptModule } from '../jit/module';
 import { CrossEntropyLoss } from '../nn/loss';
 import type { Tensor } from '../tensor';
@@ -47,7 +47,7 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
   try {
     for await (const b of batches(loader, 'evaluate')) {
       try {
-        await noGrad(async () => {
+        await inferenceMode(async () => {
           const input = b.input.device === model.device ? b.input : await b.input.to(model.device);
           const logits: Tensor = await model.forward(input);
           if (input !== b.input) input.dispose();
@@ -95,7 +95,8 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
 }
 
 /**
- * Class probabilities (softmax over the logits) for one input batch, in eval mode.
+ * Class probabilities (softmax over the logits) for one input batch, in eval mode and under
+ * inference mode (the result is an inference tensor: clone it before training on it).
  *
  * @example
  * const probs = await finetorch.train.predict(model, images); // [B, C]
@@ -104,7 +105,7 @@ export async function predict(model: ScriptModule, input: Tensor): Promise<Tenso
   const wasTraining = model.training;
   model.eval();
   try {
-    return await noGrad(async () => {
+    return await inferenceMode(async () => {
       const x = input.device === model.device ? input : await input.to(model.device);
       const logits: Tensor = await model.forward(x);
       if (x !== input) x.dispose();
