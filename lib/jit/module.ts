@@ -4,7 +4,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
-import { isGradEnabled } from '../autograd';
+import { currentGradMode } from '../autograd';
 import * as check from '../check';
 import { keep } from '../memory';
 import { native, type DType, type ModuleSnapshot, type NativeModule, type NativeTensor } from '../native';
@@ -295,7 +295,7 @@ export class ScriptModule {
       }
     });
     const raw = unwrapInputs(inputs, name) as unknown[];
-    return wrapOutputs(await h.runMethod(name, raw, isGradEnabled()));
+    return wrapOutputs(await h.runMethod(name, raw, currentGradMode()));
   }
 
   /**
