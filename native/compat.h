@@ -6,6 +6,11 @@
 
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
+#include <ATen/core/Tensor.h>
+
+#include <sstream>
+#include <string>
+#include <type_traits>
 
 #ifndef TORCH_VERSION_MAJOR
 #error "libtorch headers without torch/version.h are not supported"
@@ -20,6 +25,13 @@
 #define FT_AUTOCAST_TYPED 1
 #endif
 
+// Python's AdamW, which finetorch matches step for step, updates its first moment with lerp_
+// since PyTorch 2.0 (exp_avg.lerp_(grad, 1 - beta1)); before, and in libtorch's C++ AdamW of
+// every version, it is exp_avg.mul_(beta1).add_(grad, 1 - beta1), which rounds differently.
+#if FT_TORCH_AT_LEAST(2, 0)
+#define FT_ADAMW_LERP 1
+#endif
+
 namespace finetorch {
 
 // Grad-mode guards live in c10 in every supported version; libtorch 2.x no longer re-exports
@@ -27,5 +39,20 @@ namespace finetorch {
 using NoGradGuard = c10::NoGradGuard;
 using AutoGradMode = c10::AutoGradMode;
 using InferenceMode = c10::InferenceMode;
+
+// The key of a parameter in torch::optim::Optimizer's state map: its TensorImpl pointer printed
+// to a string in libtorch 1.13, the pointer itself in 2.x. Chosen by the map's key type, so the
+// keys are always the ones libtorch's own serialization writes and reads.
+template <typename Map>
+typename Map::key_type OptimizerStateKey(const Map&, const at::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream os;  // what c10::guts::to_string does
+    os << p.unsafeGetTensorImpl();
+    return os.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
 
 }  // namespace finetorch

@@ -32,6 +32,67 @@ double Num(const Napi::Object& o, const char* k, double def) {
 bool Flag(const Napi::Object& o, const char* k) { return o.Get(k).ToBoolean(); }
 
 std::unique_ptr<torch::optim::OptimizerOptions> GroupOptions(const std::string& kind, const GroupSpec& g);
+
+// AdamW as PyTorch's Python implementation of the same version computes it (torch.optim.AdamW,
+// single-tensor path, which CPU tensors take), so a step here equals a step there bit for bit.
+// libtorch's C++ AdamW differs from it since 2.0 (see FT_ADAMW_LERP). State, options and
+// serialization stay libtorch's, so saved optimizer states keep their format.
+class AdamW : public torch::optim::AdamW {
+ public:
+  using torch::optim::AdamW::AdamW;
+
+  at::Tensor step(LossClosure closure = nullptr) override {
+    NoGradGuard noGrad;
+    at::Tensor loss;
+    if (closure) {
+      AutoGradMode grad(true);
+      loss = closure();
+    }
+    for (auto& group : param_groups_) {
+      auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+      const double lr = o.lr(), beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+      for (auto& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        const at::Tensor& grad = p.grad();
+        TORCH_CHECK(!grad.is_sparse(), "AdamW does not support sparse gradients");
+        auto key = OptimizerStateKey(state_, p);
+        auto it = state_.find(key);
+        if (it == state_.end()) {
+          auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+          fresh->step(0);
+          fresh->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+          fresh->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+          if (o.amsgrad()) fresh->max_exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+          it = state_.emplace(key, std::move(fresh)).first;
+        }
+        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        st.step(st.step() + 1);
+        if (o.weight_decay() != 0) p.mul_(1 - lr * o.weight_decay());
+        at::Tensor& expAvg = st.exp_avg();
+        at::Tensor& expAvgSq = st.exp_avg_sq();
+#ifdef FT_ADAMW_LERP
+        expAvg.lerp_(grad, 1 - beta1);
+#else
+        expAvg.mul_(beta1).add_(grad, 1 - beta1);
+#endif
+        expAvgSq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+        const double step = static_cast<double>(st.step());
+        const double biasCorrection1 = 1 - std::pow(beta1, step);
+        const double biasCorrection2Sqrt = std::sqrt(1 - std::pow(beta2, step));
+        at::Tensor denom;
+        if (o.amsgrad()) {
+          at::Tensor& maxSq = st.max_exp_avg_sq();
+          at::maximum_out(maxSq, maxSq, expAvgSq);
+          denom = (maxSq.sqrt() / biasCorrection2Sqrt).add_(o.eps());
+        } else {
+          denom = (expAvgSq.sqrt() / biasCorrection2Sqrt).add_(o.eps());
+        }
+        p.addcdiv_(expAvg, denom, -(lr / biasCorrection1));
+      }
+    }
+    return loss;
+  }
+};
 }  // namespace
 
 Napi::Function OptimizerWrap::Init(Napi::Env env) {
@@ -114,7 +175,7 @@ OptimizerWrap::OptimizerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
         h->groups.push_back(ts);
         pgs.emplace_back(ts, GroupOptions(kind, g));
       }
-      if (kind == "adamw") h->opt = std::make_unique<torch::optim::AdamW>(pgs, torch::optim::AdamWOptions(specs[0].lr));
+      if (kind == "adamw") h->opt = std::make_unique<AdamW>(pgs, torch::optim::AdamWOptions(specs[0].lr));
       else h->opt = std::make_unique<torch::optim::SGD>(pgs, torch::optim::SGDOptions(specs[0].lr));
     } catch (...) {
       h->error = "optimizer: " + ExceptionMessage(std::current_exception());
