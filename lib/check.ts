@@ -43,21 +43,41 @@ export function device(value: unknown, what = 'device'): string {
   return value;
 }
 
+/**
+ * A wrong value as an error shows it: numbers as written, anything else with its type, so the
+ * string "8" does not read as the number 8.
+ */
+export function describe(value: unknown): string {
+  switch (typeof value) {
+    case 'number': return String(value);
+    case 'string': return `${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)} (a string)`;
+    case 'bigint': return `${value}n (a bigint)`;
+    case 'boolean': return `${value} (a boolean)`;
+    case 'undefined': return 'undefined';
+    case 'function': return 'a function';
+    case 'symbol': return 'a symbol';
+  }
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor?.name;
+  return name && name !== 'Object' ? `an object (${name})` : 'an object';
+}
+
 export function integer(value: unknown, what: string, min = -Infinity, max = Infinity): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const range = min > -Infinity || max < Infinity ? ` in [${min}, ${max}]` : '';
-    throw new TypeError(`${what} must be an integer${range}: got ${String(value)}`);
+    throw new TypeError(`${what} must be an integer${range}: got ${describe(value)}`);
   }
   return value;
 }
 
 export function number(value: unknown, what: string): number {
-  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(`${what} must be a number: got ${String(value)}`);
+  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(`${what} must be a number: got ${describe(value)}`);
   return value;
 }
 
 export function shape(value: unknown, what = 'shape'): number[] {
-  if (!Array.isArray(value)) throw new TypeError(`${what} must be an array of non-negative integers: got ${String(value)}`);
+  if (!Array.isArray(value)) throw new TypeError(`${what} must be an array of non-negative integers: got ${describe(value)}`);
   value.forEach((d, i) => integer(d, `${what}[${i}]`, 0));
   return value as number[];
 }
@@ -73,7 +93,7 @@ export function dim(value: unknown, ndim: number, what = 'dim'): number {
 }
 
 export function boolean(value: unknown, what: string): boolean {
-  if (typeof value !== 'boolean') throw new TypeError(`${what} must be a boolean: got ${String(value)}`);
+  if (typeof value !== 'boolean') throw new TypeError(`${what} must be a boolean: got ${describe(value)}`);
   return value;
 }
 

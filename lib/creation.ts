@@ -1,6 +1,8 @@
 /**
- * Making tensors: `tensor()` from JS data (synchronous, a copy) and PyTorch's factories.
+ * Making tensors: `tensor()` from JS data (synchronous, a copy) and PyTorch's factories. A CPU
+ * factory call whose tensor could never fit in the machine's memory is an Error from that call.
  */
+import * as os from 'os';
 import * as check from './check';
 import { native, type DType } from './native';
 import { Tensor } from './tensor';
@@ -22,6 +24,76 @@ const TYPED: [new (...a: never[]) => ArrayBufferView, DType][] = [
   [Int8Array, 'int8'], [Uint8Array, 'uint8'], [Uint8ClampedArray, 'uint8'], [BigInt64Array, 'int64'],
 ];
 
+/** The integers each dtype holds; int64's upper end is exclusive (2^63 - 1 is no double). */
+const INT_RANGE: Partial<Record<DType, [number, number]>> = {
+  uint8: [0, 255], int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647], int64: [-(2 ** 63), 2 ** 63],
+};
+
+const ITEM_BYTES: Record<DType, number> = {
+  float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+};
+
+/** `[1, 2]`: where flat element `i` sits in a tensor of `shape`. */
+function indexOf(i: number, shape: number[]): string {
+  const at: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    at.unshift(i % shape[d]);
+    i = Math.floor(i / shape[d]);
+  }
+  return `[${at.join(', ')}]`;
+}
+
+/**
+ * PyTorch refuses a value the target integer dtype cannot hold ("value cannot be converted to
+ * type uint8 without overflow") where a cast would wrap it: 300 as uint8 would become 44. bool
+ * and floating dtypes take any value (nonzero is true; too large is Infinity), as in PyTorch.
+ */
+function checkFits(values: ArrayLike<number | bigint>, src: DType, dtype: DType, shape: number[]): void {
+  const range = INT_RANGE[dtype];
+  if (!range || src === dtype) return;
+  const [lo, hi] = range;
+  const from = INT_RANGE[src] ?? (src === 'bool' ? [0, 1] : undefined);
+  if (from && from[0] >= lo && from[1] <= hi) return; // every value of the source type fits
+  const top = dtype === 'int64' ? `${2n ** 63n - 1n}` : String(hi);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    const bad = typeof v === 'bigint' ? v < BigInt(lo) || v >= BigInt(hi) + (dtype === 'int64' ? 0n : 1n) : !(v >= lo && (dtype === 'int64' ? v < hi : v <= hi));
+    if (!bad) continue;
+    const shown = typeof v === 'bigint' ? `${v}n` : String(v);
+    const why = typeof v === 'number' && !Number.isFinite(v)
+      ? `${dtype} has no NaN or Infinity`
+      : `out of the range of ${dtype} [${lo === -(2 ** 63) ? `${-(2n ** 63n)}` : lo}, ${top}]`;
+    throw new RangeError(`tensor(): element ${indexOf(i, shape)} is ${shown}, which cannot be converted to ${dtype} without overflow (${why})`);
+  }
+}
+
+/** Elements of one kind (number, bigint or boolean), or an Error that shows the first one that is wrong. */
+function checkScalars(flat: unknown[], shape: number[]): void {
+  const kinds = new Set(flat.map((x) => typeof x));
+  const i = flat.findIndex((x) => typeof x !== 'number' && typeof x !== 'bigint' && typeof x !== 'boolean');
+  if (kinds.size <= 1 && i < 0) return;
+  const head = kinds.size > 1
+    ? `tensor(): mixed element types (${[...kinds].join(', ')})`
+    : `tensor(): elements must be numbers, bigints or booleans, got ${[...kinds][0]}`;
+  if (i < 0) throw new TypeError(head);
+  const x = flat[i];
+  const hint = typeof x === 'string' && x.trim() !== '' && !Number.isNaN(Number(x)) ? '; convert it with Number()' : '';
+  throw new TypeError(`${head}: element ${indexOf(i, shape)} is ${check.describe(x)}${hint}`);
+}
+
+/** True for the buffer of a TypedArray whose memory was transferred away (postMessage, structuredClone). */
+function isDetached(buffer: ArrayBufferLike): boolean {
+  const detached = (buffer as { detached?: boolean }).detached; // Node 22+; older Nodes throw on a view of one
+  if (detached !== undefined) return detached;
+  if (buffer.byteLength !== 0 || !(buffer instanceof ArrayBuffer)) return false;
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 function flatten(data: unknown): { shape: number[]; flat: unknown[] } {
   const shape: number[] = [];
   for (let level: unknown = data; Array.isArray(level); level = level[0]) shape.push(level.length);
@@ -41,17 +113,22 @@ function flatten(data: unknown): { shape: number[]; flat: unknown[] } {
   return { shape, flat };
 }
 
-function fromScalars(flat: unknown[], want: DType | undefined): { buf: ArrayBufferView; src: DType } {
-  const kinds = new Set(flat.map((x) => typeof x));
-  if (kinds.size > 1) throw new TypeError(`tensor(): mixed element types (${[...kinds].join(', ')})`);
-  const kind = kinds.values().next().value ?? 'number';
-  if (kind === 'bigint') return { buf: BigInt64Array.from(flat as bigint[]), src: 'int64' };
+function fromScalars(flat: unknown[], want: DType | undefined, shape: number[]): { buf: ArrayBufferView; src: DType } {
+  checkScalars(flat, shape);
+  const kind = flat.length ? typeof flat[0] : 'number';
+  if (kind === 'bigint') {
+    // BigInt64Array.from would wrap a bigint beyond 64 bits without a word.
+    checkFits(flat as bigint[], 'float64', 'int64', shape);
+    return { buf: BigInt64Array.from(flat as bigint[]), src: 'int64' };
+  }
   if (kind === 'boolean') return { buf: Uint8Array.from(flat as boolean[], (b) => (b ? 1 : 0)), src: 'bool' };
-  if (kind !== 'number') throw new TypeError(`tensor(): elements must be numbers, bigints or booleans, got ${kind}`);
   const nums = flat as number[];
   // JS cannot tell 1 from 1.0: numbers are float32 unless a dtype says otherwise.
   if (want === undefined || want === 'float32') return { buf: Float32Array.from(nums), src: 'float32' };
-  if (want === 'int64') return { buf: BigInt64Array.from(nums, (v) => BigInt(Math.trunc(v))), src: 'int64' };
+  if (want === 'int64') {
+    checkFits(nums, 'float64', 'int64', shape);
+    return { buf: BigInt64Array.from(nums, (v) => BigInt(Math.trunc(v))), src: 'int64' };
+  }
   return { buf: Float64Array.from(nums), src: 'float64' };
 }
 
@@ -67,6 +144,11 @@ function fromScalars(flat: unknown[], want: DType | undefined): { buf: ArrayBuff
  *
  * `pinMemory: true` puts a CPU tensor in page-locked memory (where CUDA is present), so copying
  * it to the GPU does not block.
+ *
+ * As in PyTorch, a value the integer `dtype` cannot hold (300 as uint8, 2 ** 40 as int32, NaN as
+ * int64) is an Error naming the element, not a wrapped value; so is a string among the elements
+ * and a TypedArray whose memory was transferred away. A TypedArray over a SharedArrayBuffer is
+ * copied first.
  */
 export function tensor(data: TensorLike | number | bigint | boolean, options: TensorOptions & { shape?: number[]; pinMemory?: boolean } = {}): Tensor {
   if (options === null || typeof options !== 'object') throw new TypeError('tensor(): options must be an object');
@@ -79,15 +161,25 @@ export function tensor(data: TensorLike | number | bigint | boolean, options: Te
   const typed = ArrayBuffer.isView(data) ? TYPED.find(([ctor]) => data instanceof ctor) : undefined;
   if (ArrayBuffer.isView(data)) {
     if (!typed) throw new TypeError(`tensor(): unsupported TypedArray ${data.constructor.name}`);
-    buf = data;
+    if (isDetached(data.buffer)) {
+      throw new TypeError(`tensor(): the ${data.constructor.name}'s ArrayBuffer is detached (its memory was transferred, ` +
+        'e.g. by postMessage or structuredClone with transfer); make the tensor before transferring, or from a copy');
+    }
     src = typed[1];
     shape = [(data as unknown as { length: number }).length];
+    // The addon reads only ArrayBuffer memory; another thread may write a SharedArrayBuffer anyway.
+    buf = data.buffer instanceof ArrayBuffer ? data : new (typed[0] as unknown as new (src: ArrayBufferView) => ArrayBufferView)(data);
+    if (want !== undefined) checkFits(buf as unknown as ArrayLike<number | bigint>, src, want, shape);
   } else if (Array.isArray(data) || ['number', 'bigint', 'boolean'].includes(typeof data)) {
     const f = flatten(data);
-    ({ buf, src } = fromScalars(f.flat, want));
+    ({ buf, src } = fromScalars(f.flat, want, f.shape));
+    if (want !== undefined) checkFits(buf as unknown as ArrayLike<number | bigint>, src, want, f.shape);
     shape = f.shape;
+  } else if ((data as unknown) instanceof ArrayBuffer || (data as unknown) instanceof SharedArrayBuffer) {
+    throw new TypeError(`tensor(): cannot make a tensor from a bare ${(data as unknown as object).constructor.name}; wrap it in a TypedArray that says the element type, e.g. new Float32Array(buffer)`);
   } else {
-    throw new TypeError(`tensor(): cannot make a tensor from ${data === null ? 'null' : typeof data}`);
+    const what = data === null ? 'null' : typeof data === 'string' ? `string ${JSON.stringify(data)}` : typeof data;
+    throw new TypeError(`tensor(): cannot make a tensor from ${what}; expected a TypedArray, nested arrays of numbers, bigints or booleans, or a scalar`);
   }
   const dtype = want ?? src;
   if (options.shape !== undefined) {
@@ -103,6 +195,20 @@ export function tensor(data: TensorLike | number | bigint | boolean, options: Te
   return new Tensor(native.fromData(buf, shape, src, dtype, device, requiresGrad, options.pinMemory ?? false));
 }
 
+/**
+ * Refuses a CPU tensor larger than the machine's whole memory before anything is queued: libtorch
+ * would fail only at the first op that touches it, after `memory()` had counted it.
+ */
+function checkMemory(what: string, shape: number[], numel: number, dtype: DType, device: string): void {
+  if (device !== 'cpu') return;
+  const bytes = numel * ITEM_BYTES[dtype];
+  const total = os.totalmem();
+  if (bytes <= total) return;
+  const gb = (n: number) => (n / 1e9).toLocaleString('en-US', { maximumFractionDigits: 1 });
+  throw new RangeError(`${what}: shape [${shape.join(', ')}] of ${dtype} needs ${gb(bytes)} GB, ` +
+    `more than this machine's ${gb(total)} GB of memory`);
+}
+
 function make(kind: string, shape: number[], options: TensorOptions, a?: number, b?: number, c?: number): Tensor {
   const what = `${kind}()`;
   check.shape(shape, `${what}: shape`);
@@ -111,6 +217,9 @@ function make(kind: string, shape: number[], options: TensorOptions, a?: number,
   if (options.requiresGrad && !check.isFloating(dtype)) {
     throw new TypeError(`${what}: only floating-point tensors can require gradients (dtype is ${dtype})`);
   }
+  // arange's length follows from its range (PyTorch's ceil((end - start) / step)).
+  const numel = kind === 'arange' ? Math.ceil((b! - a!) / c!) : shape.reduce((x, y) => x * y, 1);
+  checkMemory(what, kind === 'arange' ? [numel] : shape, numel, dtype, device);
   return new Tensor(native.factory(kind, shape, dtype, device, options.requiresGrad ?? false, a, b, c));
 }
 

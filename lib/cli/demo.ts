@@ -7,6 +7,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { DataLoader, Dataset, FashionMNIST, type ItemContext, type PreparedSample, type Sample } from '../data';
+import { writeAtomic } from '../fsutil';
 import { Rng } from '../data/random';
 import { load } from '../jit/load';
 import { writeReport, type Misclassified } from '../report/report';
@@ -122,8 +123,8 @@ export async function demo(o: DemoOptions = {}): Promise<{ pretrained: number; s
   for (const r of results) console.log(`  ${r.name.padEnd(13)}  ${(r.accuracy * 100).toFixed(1)}%`);
   console.log(`  difference     ${((pre.accuracy - scratch.accuracy) * 100).toFixed(1)} points in favour of ${pre.accuracy >= scratch.accuracy ? 'the pretrained backbone' : 'training from scratch'}`);
   const mis = await thumbnails(best!.model, testSet);
-  await fsp.writeFile(path.join(out, 'classes.json'), JSON.stringify(CLASSES, null, 2) + '\n');
-  await fsp.writeFile(path.join(out, 'metrics.json'), JSON.stringify({ results, evaluation: best!.ev }, null, 2) + '\n');
+  await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(CLASSES, null, 2) + '\n', 'demo');
+  await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ results, evaluation: best!.ev }, null, 2) + '\n', 'demo');
   const report = await writeReport(out, {
     title: 'finetorch demo: pretrained vs from scratch on 5 unseen Fashion-MNIST classes',
     runs: results.map((r) => ({ name: r.name, epochs: r.epochs, lrSteps: r.lrSteps })),

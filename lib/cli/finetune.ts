@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { DataLoader, ImageFolder, Subset } from '../data';
+import { fsReason, writeAtomic } from '../fsutil';
 import { Rng } from '../data/random';
 import { imagenet } from '../transforms';
 import { writeReport, type Misclassified } from '../report/report';
@@ -124,7 +125,9 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const unfreezeAt = a.unfreezeAt ? parseNumber(a.unfreezeAt, '--unfreeze-at', true) : undefined;
   const stages = unfreezeAt ? [{ epoch: unfreezeAt - 1, unfreeze: '**', lr: lr / 10 }] : [];
 
-  await fsp.mkdir(out, { recursive: true });
+  await fsp.mkdir(out, { recursive: true }).catch((err) => {
+    throw new UsageError(`--out '${out}': cannot make the folder: ${fsReason(err)}`);
+  });
   const ckptDir = path.join(out, 'checkpoints');
   const lrFile = path.join(ckptDir, 'lr-steps.json');
   const lrSteps: number[] = [];
@@ -138,19 +141,19 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     checkpoint: { dir: ckptDir }, resumeFrom: a.resume ? ckptDir : undefined, progress: a.progress === false ? false : 'auto',
     callbacks: {
       onBatchEnd: (b) => { lrSteps.push(b.lr[0]); },
-      onCheckpoint: ({ globalStep }) => fsp.writeFile(lrFile, JSON.stringify(lrSteps.slice(0, globalStep))),
+      onCheckpoint: ({ globalStep }) => writeAtomic(lrFile, JSON.stringify(lrSteps.slice(0, globalStep)), 'finetune'),
     },
   });
   const ev = await evaluate(model, valLoader());
   await model.save(path.join(out, 'model.pt'));
-  await fsp.writeFile(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n');
+  await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n', 'finetune');
   const settings = {
     model: path.resolve(a.model), data: path.resolve(a.data), val: a.val ? path.resolve(a.val) : `${a.valSplit ?? '0.1'} of --data`,
     epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never',
     optimizer: 'AdamW (weight decay 0.01, none on biases/norms)', schedule: 'linear warm-up 10% then cosine, per batch',
     trainImages: trainSet.length, valImages: valSet.length,
   };
-  await fsp.writeFile(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n');
+  await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n', 'finetune');
   const mis = await misclassified(model, valLoader(), valFiles, classes);
   const report = await writeReport(out, {
     title: `finetorch fine-tune: ${path.basename(path.resolve(a.data))}`, runs: [{ name: 'fine-tune', epochs: history.epochs, lrSteps }],

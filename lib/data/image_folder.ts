@@ -33,6 +33,18 @@ export interface ImageFolderReport {
   ignoredFiles: number;
   /** Images that could not be decoded and were skipped (onError: 'skip'), with the reason. */
   skipped: { path: string; reason: string }[];
+  /** Image files found under more than one class (see `ImageFolder.duplicates`). */
+  duplicates: DuplicateImage[];
+}
+
+/** One image file that is a sample of several classes, usually through a symlink from one class folder into another. */
+export interface DuplicateImage {
+  /** The file's real path (symlinks resolved). */
+  realPath: string;
+  /** The classes it is a sample of, in class order. */
+  classes: string[];
+  /** The paths it was found at, one per sample. */
+  paths: string[];
 }
 
 /** Python's string order (by code point), which torchvision sorts classes and files with. */
@@ -58,35 +70,48 @@ function isFile(p: string, d: fs.Dirent): boolean {
   try { return fs.statSync(p).isFile(); } catch { return false; }
 }
 
+/** A folder on the walk, with the real paths of the folders above it (to stop at a loop). */
+interface Pending { path: string; real: string; above: Pending | undefined }
+
+function onWalk(real: string, at: Pending | undefined): boolean {
+  for (let p = at; p; p = p.above) if (p.real === real) return true;
+  return false;
+}
+
 /**
- * The images of one class folder, walked recursively in torchvision's order: folders sorted by
- * path, files sorted by name. Hidden entries (starting with '.') are skipped; symlinked folders
- * are followed once.
+ * The images of one class folder, walked recursively in torchvision's order (its
+ * `os.walk(followlinks=True)`): folders sorted by path, files sorted by name. Symlinked folders
+ * are followed wherever they point, also into another class's folder, whose images then belong to
+ * both classes as in torchvision; a link back to a folder already on the way down is not followed
+ * again (torchvision would loop). Hidden entries (starting with '.') are skipped.
  */
-function walk(dir: string, extensions: Set<string>, seen: Set<string>): { files: string[]; ignored: number } {
-  const dirs: string[] = [];
-  const stack = [dir];
+function walk(dir: string, extensions: Set<string>): { files: { path: string; real: string }[]; ignored: number } {
+  const dirs: Pending[] = [];
+  const stack: Pending[] = [{ path: dir, real: fs.realpathSync(dir), above: undefined }];
   while (stack.length) {
     const d = stack.pop()!;
-    const real = fs.realpathSync(d);
-    if (seen.has(real)) continue;
-    seen.add(real);
     dirs.push(d);
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      if (!e.name.startsWith('.') && isDir(path.join(d, e.name), e)) stack.push(path.join(d, e.name));
+    for (const e of fs.readdirSync(d.path, { withFileTypes: true })) {
+      const p = path.join(d.path, e.name);
+      if (e.name.startsWith('.') || !isDir(p, e)) continue;
+      const real = e.isSymbolicLink() ? fs.realpathSync(p) : path.join(d.real, e.name);
+      if (!onWalk(real, d)) stack.push({ path: p, real, above: d });
     }
   }
-  dirs.sort(byCodePoint);
-  const files: string[] = [];
+  dirs.sort((a, b) => byCodePoint(a.path, b.path));
+  const files: { path: string; real: string }[] = [];
   let ignored = 0;
   for (const d of dirs) {
-    const names = fs.readdirSync(d, { withFileTypes: true })
-      .filter((e) => isFile(path.join(d, e.name), e))
-      .map((e) => e.name)
-      .sort(byCodePoint);
-    for (const name of names) {
-      if (!name.startsWith('.') && extensions.has(path.extname(name).toLowerCase())) files.push(path.join(d, name));
-      else ignored++;
+    const entries = fs.readdirSync(d.path, { withFileTypes: true })
+      .filter((e) => isFile(path.join(d.path, e.name), e))
+      .sort((a, b) => byCodePoint(a.name, b.name));
+    for (const e of entries) {
+      if (e.name.startsWith('.') || !extensions.has(path.extname(e.name).toLowerCase())) {
+        ignored++;
+        continue;
+      }
+      const p = path.join(d.path, e.name);
+      files.push({ path: p, real: e.isSymbolicLink() ? fs.realpathSync(p) : path.join(d.real, e.name) });
     }
   }
   return { files, ignored };
@@ -101,7 +126,9 @@ function walk(dir: string, extensions: Set<string>, seen: Set<string>): { files:
  *
  * Unlike torchvision, hidden files and folders are skipped, and an empty class folder is kept as a
  * class with no samples (with a warning) instead of an error; a tree with no image at all is an
- * error. The folder is scanned once, synchronously, in the constructor.
+ * error. The folder is scanned once, synchronously, in the constructor. Symlinked folders are
+ * followed as torchvision follows them, without looping; a file that thereby belongs to two classes
+ * stays a sample of both, as in torchvision, and is listed in `duplicates` with one warning.
  *
  * Each file is read into memory by Node and decoded by sharp from there; in a DataLoader the
  * batch is then written natively off the main thread. The first decode turns off libvips'
@@ -123,6 +150,11 @@ export class ImageFolder extends Dataset<Sample> {
   readonly samples: readonly (readonly [string, number])[];
   /** The class index of every sample. */
   readonly targets: readonly number[];
+  /**
+   * Image files that are samples of more than one class, by real path: usually a symlink from one
+   * class folder into another. They are kept in every class, as torchvision keeps them.
+   */
+  readonly duplicates: readonly DuplicateImage[];
   readonly transform: Transform | undefined;
   readonly onError: 'error' | 'skip';
   private readonly compiled: Compiled;
@@ -166,13 +198,21 @@ export class ImageFolder extends Dataset<Sample> {
     let ignored = top.length - classes.length;
     const samples: [string, number][] = [];
     const empty: string[] = [];
-    const seen = new Set<string>();
+    const byReal = new Map<string, { classes: Set<number>; paths: string[] }>();
     classes.forEach((c, k) => {
-      const { files, ignored: n } = walk(path.join(this.root, c), extensions, seen);
+      const { files, ignored: n } = walk(path.join(this.root, c), extensions);
       ignored += n;
       if (files.length === 0) empty.push(c);
-      for (const f of files) samples.push([f, k]);
+      for (const f of files) {
+        samples.push([f.path, k]);
+        const entry = byReal.get(f.real) ?? { classes: new Set<number>(), paths: [] };
+        entry.classes.add(k);
+        entry.paths.push(f.path);
+        byReal.set(f.real, entry);
+      }
     });
+    const duplicates = [...byReal].filter(([, e]) => e.classes.size > 1)
+      .map(([realPath, e]) => ({ realPath, classes: [...e.classes].sort((a, b) => a - b).map((k) => classes[k]), paths: e.paths }));
     const extText = [...extensions].join(', ');
     if (samples.length === 0) {
       throw new Error(`ImageFolder: no images (${extText}) in the ${classes.length} class folder(s) of '${root}'`);
@@ -181,6 +221,13 @@ export class ImageFolder extends Dataset<Sample> {
       process.emitWarning(`ImageFolder: class folder(s) with no images (${extText}) in '${root}': ${empty.join(', ')}; ` +
         'they are kept as classes with no samples');
     }
+    if (duplicates.length > 0) {
+      const first = duplicates[0];
+      process.emitWarning(`ImageFolder: ${duplicates.length} image file(s) in '${root}' are samples of more than one class ` +
+        `(by real path, e.g. '${first.realPath}' in ${first.classes.join(' and ')}); they are kept in each class, as torchvision ` +
+        'does; ImageFolder.duplicates lists them', { code: 'FINETORCH_IMAGEFOLDER_DUPLICATES' });
+    }
+    this.duplicates = duplicates;
     this.classes = classes;
     this.classToIndex = Object.fromEntries(classes.map((c, k) => [c, k]));
     this.samples = samples;
@@ -234,6 +281,7 @@ export class ImageFolder extends Dataset<Sample> {
       emptyClasses: [...this.emptyClasses],
       ignoredFiles: this.ignoredFiles,
       skipped: [...this.skippedFiles].map(([p, reason]) => ({ path: p, reason })),
+      duplicates: this.duplicates.map((d) => ({ ...d, classes: [...d.classes], paths: [...d.paths] })),
     };
   }
 }

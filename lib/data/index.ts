@@ -15,7 +15,7 @@ export type { TensorSource } from './tensor_dataset';
 export { DataLoader, defaultCollate } from './loader';
 export type { DataLoaderOptions, SkippedSample } from './loader';
 export { ImageFolder, IMAGE_EXTENSIONS } from './image_folder';
-export type { ImageFolderOptions, ImageFolderReport } from './image_folder';
+export type { ImageFolderOptions, ImageFolderReport, DuplicateImage } from './image_folder';
 export { FashionMNIST } from './fashion_mnist';
 export type { FashionMNISTOptions } from './fashion_mnist';
 export { Rng } from './random';

@@ -2,14 +2,14 @@
  * `ScriptModule`: a TorchScript model loaded into libtorch, with the fine-tuning verbs (freeze,
  * unfreeze, replaceHead) and inspection (namedParameters, summary).
  */
-import { promises as fsp } from 'fs';
-import * as path from 'path';
+import { AsyncLocalStorage } from 'async_hooks';
+import { writeAtomic } from '../fsutil';
 import { currentGradMode } from '../autograd';
 import * as check from '../check';
 import { keep } from '../memory';
 import { native, type DType, type ModuleSnapshot, type NativeModule, type NativeTensor } from '../native';
 import { Tensor } from '../tensor';
-import { nameMatcher, type NamePattern } from './patterns';
+import { nameMatcher, unmatchedPatterns, type NamePattern } from './patterns';
 
 /** A submodule as `namedModules()` reports it. */
 export interface ModuleInfo {
@@ -71,6 +71,17 @@ function unwrapInputs(v: unknown, what: string): unknown {
 
 let warnedTraced = false;
 
+/** The fit() calls (their tokens) that the current async context runs inside. */
+const trainers = new AsyncLocalStorage<ReadonlySet<object>>();
+
+function busyError(what: string): Error {
+  const message = what === 'fit'
+    ? 'fit: this model is already being trained by another fit() call; await it first'
+    : `${what}: this model is being trained by a fit() call that has not finished, so evaluate(), predict() and ` +
+      'anything that runs or changes the model must wait; await that fit() first';
+  return Object.assign(new Error(message), { code: 'FINETORCH_MODEL_BUSY' });
+}
+
 /**
  * A TorchScript model in libtorch. Made by `torch.jit.load`.
  *
@@ -88,6 +99,11 @@ export class ScriptModule {
   private params: [string, Tensor][] = [];
   private buffers: [string, Tensor][] = [];
   private mode = true;
+  /** The token of the fit() now training this model. */
+  private trainer: object | undefined;
+  /** A key per underlying parameter, shared by its handles from before and after to()/channelsLast(). */
+  private readonly paramKeys = new WeakMap<Tensor, object>();
+  private liveKeys = new Set<object>();
   /** Keep BatchNorm layers whose parameters are all frozen in eval mode under `train()` (default true). */
   frozenBatchNormEval = true;
   /** Where the model came from (a path, or 'buffer'). */
@@ -109,11 +125,53 @@ export class ScriptModule {
     }
   }
 
-  private adopt(snap: ModuleSnapshot): void {
+  private adopt(snap: ModuleSnapshot, replaced: readonly string[] = []): void {
+    const previous = new Map(this.params.map(([n, t]) => [n, this.paramKeys.get(t)]));
     this.snap = snap;
     this.params = snap.parameters.map(([n, h]) => [n, keep(new Tensor(h))]);
     this.buffers = snap.buffers.map(([n, h]) => [n, keep(new Tensor(h))]);
+    this.liveKeys = new Set();
+    for (const [n, t] of this.params) {
+      // to() and channelsLast() swap a parameter's data in place (libtorch's set_data), so handles
+      // taken before them, and optimizers built over those, still update it; replaceHead does not.
+      const key = (!replaced.includes(n) && previous.get(n)) || {};
+      this.paramKeys.set(t, key);
+      this.liveKeys.add(key);
+    }
   }
+
+  /**
+   * @internal Which of this model's parameters `t` is, as a key that stays the same across
+   * `to()` and `channelsLast()`; undefined when `t` is not (or no longer) one of them.
+   */
+  parameterKey(t: Tensor): object | undefined {
+    const key = this.paramKeys.get(t);
+    return key !== undefined && this.liveKeys.has(key) ? key : undefined;
+  }
+
+  /**
+   * @internal Runs `fn` as the one fit() training this model. Until it settles, another fit()
+   * rejects, and so does running or changing the model from outside `fn` (evaluate, predict,
+   * forward, train/eval, freeze, to, ...); the lock is released however `fn` ends.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.trainer) throw busyError('fit');
+    const token = {};
+    this.trainer = token;
+    try {
+      return await trainers.run(new Set([...(trainers.getStore() ?? []), token]), fn);
+    } finally {
+      this.trainer = undefined;
+    }
+  }
+
+  /** Throws when a fit() other than the one this code runs in is training the model. */
+  private idle(what: string): void {
+    if (this.trainer !== undefined && !trainers.getStore()?.has(this.trainer)) throw busyError(what);
+  }
+
+  /** True while a fit() is training this model. */
+  get busy(): boolean { return this.trainer !== undefined; }
 
   private live(what: string): NativeModule {
     if (this.handle.disposed) throw new Error(`${what}: the model was disposed`);
@@ -125,6 +183,7 @@ export class ScriptModule {
 
   /** Stores 4-D weights in channels-last (NHWC) memory format, faster for convolutions on GPUs. */
   async channelsLast(): Promise<this> {
+    this.idle('channelsLast()');
     await this.live('channelsLast()').channelsLast();
     this.adopt(await this.handle.snapshot());
     return this;
@@ -192,6 +251,7 @@ export class ScriptModule {
   train(mode = true): this {
     check.boolean(mode, 'train(mode)');
     const h = this.live('train()');
+    this.idle(mode ? 'train()' : 'eval()');
     this.mode = mode;
     void h.setTraining('', mode, true);
     if (mode && this.frozenBatchNormEval) {
@@ -210,18 +270,32 @@ export class ScriptModule {
 
   private setTrainable(patterns: NamePattern | undefined, flag: boolean, what: string): this {
     this.live(what);
+    this.idle(what);
     const match = nameMatcher(patterns, what);
-    const hits = this.params.filter(([n]) => match(n));
-    if (patterns !== undefined && hits.length === 0) {
-      throw new Error(`${what}: no parameter matches ${String(patterns)}; names look like '${this.params[0]?.[0] ?? ''}'`);
+    if (patterns !== undefined) {
+      const names = this.params.map(([n]) => n);
+      const missed = unmatchedPatterns(patterns, names, what);
+      if (missed.length > 0) {
+        // Every entry must select something: a typo next to a pattern that matches is still a typo.
+        const of = Array.isArray(patterns) && patterns.length > 1 ? ` (${missed.length} of the ${patterns.length} patterns given)` : '';
+        throw new Error(`${what}: no parameter matches ${missed.map(String).join(', ')}${of}; names look like '${names[0] ?? ''}'`);
+      }
     }
+    const hits = this.params.filter(([n]) => match(n));
     for (const [, t] of hits) if (check.isFloating(t.dtype)) t.requiresGrad = flag;
     if (this.mode) this.train(true);
     return this;
   }
-  /** Stops gradients for parameters matching `patterns` (all when omitted). Returns this. */
+  /**
+   * Stops gradients for parameters matching `patterns` (all when omitted). Every pattern of a list
+   * must match at least one parameter, or nothing changes and an Error names the ones that did not.
+   * Returns this.
+   */
   freeze(patterns?: NamePattern): this { return this.setTrainable(patterns, false, 'freeze()'); }
-  /** Lets parameters matching `patterns` (all when omitted) train again: `unfreeze('layer4.**')`. Returns this. */
+  /**
+   * Lets parameters matching `patterns` (all when omitted) train again: `unfreeze('layer4.**')`.
+   * As in `freeze`, every pattern of a list must match at least one parameter. Returns this.
+   */
   unfreeze(patterns?: NamePattern): this { return this.setTrainable(patterns, true, 'unfreeze()'); }
 
   /**
@@ -237,6 +311,7 @@ export class ScriptModule {
     if (options === null || typeof options !== 'object') throw new TypeError('replaceHead: expected { numClasses, name? }');
     check.integer(options.numClasses, 'replaceHead: numClasses', 1, 1 << 24);
     const h = this.live('replaceHead()');
+    this.idle('replaceHead()');
     const candidates = this.headCandidates();
     let name = options.name;
     if (name === undefined) {
@@ -253,7 +328,7 @@ export class ScriptModule {
       throw new Error(`replaceHead: '${name}' is not a Linear layer of this model; candidates: ${candidates.join(', ') || 'none'}`);
     }
     await h.replaceLinear(name, options.numClasses);
-    this.adopt(await h.snapshot());
+    this.adopt(await h.snapshot(), [`${name}.weight`, `${name}.bias`]);
     if (this.mode) this.train(true);
     return name;
   }
@@ -263,6 +338,7 @@ export class ScriptModule {
     const d = check.device(device, 'model.to()');
     const t = dtype === undefined ? null : check.dtype(dtype, 'model.to()');
     const h = this.live('model.to()');
+    this.idle('model.to()');
     await h.to(d, t);
     this.adopt(await h.snapshot());
     return this;
@@ -282,6 +358,7 @@ export class ScriptModule {
    */
   async runMethod(name: string, ...inputs: unknown[]): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
     const h = this.live(String(name));
+    this.idle(String(name));
     const method = this.snap.methods.find((m) => m.name === name);
     if (!method) throw new Error(`runMethod: the model has no method '${String(name)}'; it has ${this.snap.methods.map((m) => m.name).join(', ')}`);
     const required = method.args.filter((a) => !a.hasDefault).length;
@@ -300,7 +377,9 @@ export class ScriptModule {
 
   /**
    * Saves as TorchScript (Python's `torch.jit.load` reads it). Atomic: written to a temporary file
-   * in the same folder, flushed, then renamed over `file`, so a crash never leaves half a file.
+   * in the same folder, flushed, then renamed over `file`, so a crash never leaves half a file; on
+   * failure the temporary file is removed and the Error names the file and the cause (`ENOSPC`,
+   * `EROFS`, `EACCES`, in its `code` too). A path ending in '/' or naming a folder is an Error.
    *
    * @example
    * await model.save('out/model.pt');
@@ -308,22 +387,9 @@ export class ScriptModule {
   async save(file: string): Promise<void> {
     if (typeof file !== 'string' || file === '') throw new TypeError('save(path): path must be a non-empty string');
     const h = this.live('save()');
-    const target = path.resolve(file);
-    const dir = path.dirname(target);
-    const st = await fsp.stat(dir).catch(() => null);
-    if (!st?.isDirectory()) throw new Error(`save: folder ${dir} does not exist`);
-    const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
-    try {
-      await h.save(tmp);
-      const fh = await fsp.open(tmp, 'r+');
-      try { await fh.sync(); } finally { await fh.close(); }
-      await fsp.rename(tmp, target);
-      const dh = await fsp.open(dir, 'r');
-      try { await dh.sync(); } catch { /* some filesystems cannot sync a folder */ } finally { await dh.close(); }
-    } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      throw new Error(`save(${file}): ${(err as Error).message}`);
-    }
+    // The tensors, with room to spare for the code, the pickles and the zip records around them.
+    const bytes = [...this.params, ...this.buffers].reduce((a, [, t]) => a + t.handle.nbytes, 0);
+    await writeAtomic(file, (tmp) => h.save(tmp), 'save', { expectedBytes: Math.ceil(bytes * 1.01) + (4 << 20) });
   }
 
   /** Frees the model (its parameters live on while other handles use them). */

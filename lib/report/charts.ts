@@ -2,6 +2,7 @@
  * Vega-Lite chart specs for the training report, and their rendering to SVG/PNG in Node (vega's
  * headless renderer, then sharp) for the PNG written beside the report.
  */
+import { writeAtomic } from '../fsutil';
 import type { EvaluateResult } from '../train/evaluate';
 import type { EpochRecord } from '../train/fit';
 
@@ -99,9 +100,10 @@ export async function toSvg(spec: Spec): Promise<string> {
   }
 }
 
-/** Renders a Vega-Lite spec to a PNG file (SVG rasterised by sharp). */
+/** Renders a Vega-Lite spec to a PNG file (SVG rasterised by sharp), written atomically. */
 export async function toPng(spec: Spec, file: string): Promise<void> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const sharp = require('sharp');
-  await sharp(Buffer.from(await toSvg(spec)), { density: 144 }).flatten({ background: '#ffffff' }).png().toFile(file);
+  const png: Buffer = await sharp(Buffer.from(await toSvg(spec)), { density: 144 }).flatten({ background: '#ffffff' }).png().toBuffer();
+  await writeAtomic(file, png, 'writeReport');
 }

@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { fsReason, writeAtomic } from '../fsutil';
 import type { EvaluateResult } from '../train/evaluate';
 import { confusionSpec, curvesSpec, lrSpec, perClassSpec, toPng, type RunHistory } from './charts';
 
@@ -47,13 +48,17 @@ const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCode
 const inline = (code: string) => code.replace(/<\/script/gi, '<\\/script');
 
 /**
- * Writes `report.html` and `curves.png` into `outDir`; resolves to the HTML's path.
+ * Writes `report.html` and `curves.png` into `outDir`; resolves to the HTML's path. Each file is
+ * written atomically: a failure (a full disk, a read-only folder) leaves no partial or temporary
+ * file and rejects with an Error naming the file and the cause.
  *
  * @example
  * await writeReport('out', { title: 'flowers', runs: [{ name: 'fine-tune', epochs: history.epochs }], classes, settings: {} });
  */
 export async function writeReport(outDir: string, input: ReportInput): Promise<string> {
-  await fsp.mkdir(outDir, { recursive: true });
+  await fsp.mkdir(outDir, { recursive: true }).catch((err) => {
+    throw new Error(`writeReport: cannot make the folder '${outDir}': ${fsReason(err)}`, { cause: err });
+  });
   const charts: [string, Record<string, unknown>][] = [['curves', curvesSpec(input.runs)], ['lr', lrSpec(input.runs)]];
   if (input.evaluation) {
     const set = input.evaluationSet ?? 'validation';
@@ -94,7 +99,7 @@ window.chartsDone = Promise.all(Object.entries(specs).map(([id, spec]) =>
 </body></html>
 `;
   const file = path.join(outDir, 'report.html');
-  await fsp.writeFile(file, html);
+  await writeAtomic(file, html, 'writeReport');
   await toPng(curvesSpec(input.runs), path.join(outDir, 'curves.png'));
   return file;
 }

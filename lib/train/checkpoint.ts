@@ -5,6 +5,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { fsReason, writeAtomic } from '../fsutil';
 import { load } from '../jit/load';
 import type { ScriptModule } from '../jit/module';
 import { native, type NativeTensor } from '../native';
@@ -32,38 +33,35 @@ export interface CheckpointMeta extends TrainingPosition {
   savedAt: string;
 }
 
-/** @internal Writes `data` to `file` atomically (temporary file, fsync, rename). */
-export async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fsp.rename(tmp, file);
-}
-
 /** @internal Saves a checkpoint into `dir` and prunes all but the newest `keep`. */
 export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer: Optimizer, scheduler: { stateDict(): SchedulerState } | undefined,
   pos: TrainingPosition, history: unknown[], keep: number): Promise<string> {
-  await fsp.mkdir(dir, { recursive: true });
+  await fsp.mkdir(dir, { recursive: true }).catch((err) => {
+    throw new Error(`checkpoint: cannot make the folder '${dir}': ${fsReason(err)}`, { cause: err });
+  });
   const tag = `ckpt-${String(pos.globalStep).padStart(8, '0')}`;
   const rngHandle = (await native.op('getRngState', [], [], false)) as NativeTensor;
   const rng = new Tensor(rngHandle);
   const rngBytes = await rng.data();
   rng.dispose();
   const opt = await optimizer.stateDict();
-  await model.save(path.join(dir, `${tag}.pt`));
-  await writeAtomic(path.join(dir, `${tag}.optim`), opt.state);
-  await writeAtomic(path.join(dir, `${tag}.rng`), rngBytes as Uint8Array);
   const meta: CheckpointMeta = {
     format: 'finetorch-checkpoint', version: 1, ...pos,
     model: `${tag}.pt`, optimizer: `${tag}.optim`, rng: `${tag}.rng`,
     scheduler: scheduler ? scheduler.stateDict() : null, history, savedAt: new Date().toISOString(),
   };
-  await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2));
+  try {
+    await model.save(path.join(dir, meta.model));
+    await writeAtomic(path.join(dir, meta.optimizer), opt.state, 'checkpoint');
+    await writeAtomic(path.join(dir, meta.rng), rngBytes as Uint8Array, 'checkpoint');
+    await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2), 'checkpoint');
+  } catch (err) {
+    // Files of a set that latest.json does not name are never used: free their space (a full disk
+    // is the usual cause), unless an earlier complete save of the same step is the one it names.
+    const current = await fsp.readFile(path.join(dir, 'latest.json'), 'utf8').then((t) => JSON.parse(t).model as unknown, () => null);
+    if (current !== meta.model) await Promise.all([meta.model, meta.optimizer, meta.rng].map((f) => fsp.rm(path.join(dir, f), { force: true })));
+    throw err;
+  }
   // Temporary files of a save that was killed midway are never part of a checkpoint.
   for (const f of await fsp.readdir(dir)) {
     if (f.startsWith('.') && f.endsWith('.tmp') && !f.includes(`.${process.pid}.`)) await fsp.rm(path.join(dir, f), { force: true });

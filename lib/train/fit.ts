@@ -3,6 +3,7 @@
  * backward, clipping, optimizer step, zero-grad), so the event loop stays free and a step costs
  * one round trip.
  */
+import * as fs from 'fs';
 import * as check from '../check';
 import type { ScriptModule } from '../jit/module';
 import type { NamePattern } from '../jit/patterns';
@@ -99,6 +100,10 @@ function validate(model: ScriptModule, o: FitOptions): void {
   if (o.gradAccumulation !== undefined) check.integer(o.gradAccumulation, 'fit: gradAccumulation', 1);
   if (o.clipGradNorm !== undefined && !(o.clipGradNorm > 0)) throw new RangeError('fit: clipGradNorm must be > 0');
   if (o.checkpoint && (typeof o.checkpoint.dir !== 'string' || !o.checkpoint.dir)) throw new TypeError('fit: checkpoint.dir must be a folder path');
+  // Found now rather than at the first checkpoint, an epoch of training later.
+  if (o.checkpoint && fs.statSync(o.checkpoint.dir, { throwIfNoEntry: false })?.isDirectory() === false) {
+    throw new Error(`fit: checkpoint.dir '${o.checkpoint.dir}' is a file, not a folder`);
+  }
   if (o.checkpoint?.everySteps !== undefined) check.integer(o.checkpoint.everySteps, 'fit: checkpoint.everySteps', 1);
   if (o.nonFinite !== undefined && o.nonFinite !== 'error' && o.nonFinite !== 'skip') throw new TypeError("fit: nonFinite must be 'error' or 'skip'");
   if (o.amp !== undefined && o.amp !== false && o.amp !== 'bf16' && o.amp !== 'fp16') throw new TypeError("fit: amp must be 'bf16', 'fp16' or false");
@@ -108,6 +113,30 @@ function validate(model: ScriptModule, o: FitOptions): void {
   for (const s of o.stages ?? []) {
     check.integer(s.epoch, 'fit: stages[].epoch', 0);
     if (!(s.lr >= 0)) throw new RangeError('fit: stages[].lr must be >= 0');
+  }
+}
+
+/**
+ * An optimizer built over another model's parameters (or over a head that replaceHead has since
+ * replaced) steps tensors this model does not use, and training changes nothing: an Error. One that
+ * holds only some of the trainable parameters leaves the rest as they are: a warning
+ * (`process.emitWarning`, code FINETORCH_OPTIMIZER_PARTIAL), since that can be meant.
+ */
+function checkOptimizer(model: ScriptModule, optimizer: Optimizer): void {
+  const trainable = model.namedParameters().filter(([, t]) => t.requiresGrad);
+  if (trainable.length === 0) {
+    throw new Error("fit: the model has no trainable parameters (all are frozen), so training would change nothing; unfreeze some first, e.g. model.unfreeze('fc.*')");
+  }
+  const held = new Set(optimizer.params.map((p) => model.parameterKey(p)).filter((k) => k !== undefined));
+  const missing = trainable.filter(([, t]) => !held.has(model.parameterKey(t)!)).map(([n]) => n);
+  const list = (names: string[]) => names.slice(0, 6).join(', ') + (names.length > 6 ? `, ... (${names.length - 6} more)` : '');
+  if (missing.length === trainable.length) {
+    throw new Error(`fit: the optimizer holds none of this model's ${trainable.length} trainable parameters (${list(missing)}), so training ` +
+      "would change nothing; was it built over another model's parameters, or before replaceHead()? Build it with model.parameters({ trainable: true })");
+  }
+  if (missing.length > 0) {
+    process.emitWarning(`fit: the optimizer holds ${trainable.length - missing.length} of this model's ${trainable.length} trainable parameters; ` +
+      `these will not be trained: ${list(missing)}. Add them with optimizer.addParamGroup(), or freeze them`, { code: 'FINETORCH_OPTIMIZER_PARTIAL' });
   }
 }
 
@@ -122,6 +151,11 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  * Trains `model` for `epochs` over `train`, validating on `val` after each epoch. Resolves to the
  * per-epoch history (loss, accuracy, lr, time, samples/s).
  *
+ * While it runs, the model is fit's alone: a second `fit`, `evaluate` or `predict` on it (or
+ * running or changing it from outside fit's callbacks) rejects with a "busy" Error, until this
+ * call settles. An optimizer that holds none of the model's trainable parameters is an Error; one
+ * that holds only some of them is a warning (`process.emitWarning`, FINETORCH_OPTIMIZER_PARTIAL).
+ *
  * @example
  * const history = await finetorch.train.fit(model, {
  *   train: trainLoader, val: valLoader, epochs: 5,
@@ -132,6 +166,10 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  */
 export async function fit(model: ScriptModule, options: FitOptions): Promise<History> {
   validate(model, options);
+  return model.exclusive(() => trainLoop(model, options));
+}
+
+async function trainLoop(model: ScriptModule, options: FitOptions): Promise<History> {
   const { optimizer, scheduler, epochs } = options;
   const lossFn = options.loss ?? new CrossEntropyLoss();
   const accum = options.gradAccumulation ?? 1;
@@ -165,10 +203,16 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
   const lrs = () => optimizer.paramGroups.map((g) => g.lr);
   let best = Infinity;
   let bad = 0;
+  let checked = false;
 
   for (; pos.epoch < epochs; pos.epoch++, pos.batch = 0) {
     while (pos.stagesApplied < stages.length && stages[pos.stagesApplied].epoch <= pos.epoch) {
       await applyStage(model, optimizer, stages[pos.stagesApplied++]);
+    }
+    if (!checked) {
+      // After the stages due now: a stage at epoch 0 may be what makes parameters trainable.
+      checkOptimizer(model, optimizer);
+      checked = true;
     }
     await options.callbacks?.onEpochStart?.({ epoch: pos.epoch });
     (options.train as { setEpoch?: (e: number) => void }).setEpoch?.(pos.epoch);
