@@ -29,16 +29,6 @@ export function fsReason(err: unknown): string {
   return (err as Error)?.message ?? String(err);
 }
 
-/** Options of `writeAtomic`. */
-export interface WriteAtomicOptions {
-  /**
-   * For a writer function: about how many bytes it will write. When the file system has less free,
-   * the write is refused with ENOSPC before the writer runs: libtorch's writer aborts the process
-   * on a full disk instead of reporting it.
-   */
-  expectedBytes?: number;
-}
-
 /**
  * Refuses a target that cannot be a file: a path ending in '/' (path.resolve drops the slash, so
  * 'out/x.pt/' would quietly become the file 'out/x.pt') or an existing folder. Resolves to the
@@ -62,60 +52,35 @@ async function checkFileTarget(file: unknown, what: string): Promise<string> {
 }
 
 /**
- * Writes `content` (bytes, text, or a function that writes the file at the path it is given, such
- * as libtorch's save) to `file` atomically: into a temporary file in the same folder, flushed to
- * disk, renamed over `file`, and the folder flushed. On any failure the temporary file is deleted
- * and the Error names the file and the cause (`ENOSPC (no space left on the device)`), with the
- * errno in `code`.
+ * Writes `content` (bytes or text) to `file` atomically: into a temporary file in the same folder,
+ * flushed to disk, renamed over `file`, and the folder flushed. On any failure the temporary file
+ * is deleted, the previous file is untouched, and the Error names the file and the cause
+ * (`ENOSPC (no space left on the device)`), with the errno in `code`.
  *
  * @example
  * await writeAtomic('out/metrics.json', JSON.stringify(metrics), 'finetune');
- * await writeAtomic('out/model.pt', (tmp) => handle.save(tmp), 'save');
  */
-export async function writeAtomic(file: string, content: string | Uint8Array | ((tmp: string) => Promise<void>), what: string,
-  options: WriteAtomicOptions = {}): Promise<void> {
+export async function writeAtomic(file: string, content: string | Uint8Array, what: string): Promise<void> {
   const target = await checkFileTarget(file, what);
   const dir = path.dirname(target);
   // The pid in the name lets a checkpoint tell a live writer's temporary file from a dead one's.
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
   let created = false;
   try {
-    // Created here even for a native writer, so a read-only or forbidden folder fails with errno.
     const fh = await fsp.open(tmp, 'wx');
     created = true;
     try {
-      if (typeof content !== 'function') {
-        await fh.writeFile(content);
-        await fh.sync();
-      }
+      await fh.writeFile(content);
+      await fh.sync();
     } finally {
       await fh.close();
-    }
-    if (typeof content === 'function') {
-      if (options.expectedBytes !== undefined) {
-        const st = await fsp.statfs(dir);
-        const free = st.bavail * st.bsize;
-        if (free < options.expectedBytes) {
-          const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-          throw Object.assign(new Error('not enough space'), { code: 'ENOSPC', detail: `${mb(free)} free, about ${mb(options.expectedBytes)} needed` });
-        }
-      }
-      await content(tmp);
-      const written = await fsp.open(tmp, 'r+');
-      try { await written.sync(); } finally { await written.close(); }
     }
     await fsp.rename(tmp, target);
     created = false;
   } catch (err) {
-    let code = (err as NodeJS.ErrnoException)?.code;
-    let text = fsReason(err);
-    if (!code) {
-      // A native writer reports only its own words; when the disk is now full, that is the cause.
-      const st = await fsp.statfs(dir).catch(() => null);
-      if (st && st.bavail === 0) [code, text] = ['ENOSPC', `ENOSPC (${REASONS.ENOSPC}): ${text}`];
-    }
+    const code = (err as NodeJS.ErrnoException)?.code;
     if (created) await fsp.rm(tmp, { force: true }).catch(() => {});
-    throw Object.assign(new Error(`${what}(${file}): cannot write '${target}': ${text}`, { cause: err }), code ? { code } : {});
+    throw Object.assign(new Error(`${what}(${file}): cannot write '${target}': ${fsReason(err)}`, { cause: err }), code ? { code } : {});
   }
   const dh = await fsp.open(dir, 'r').catch(() => null);
   if (dh) {

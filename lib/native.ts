@@ -45,7 +45,8 @@ export interface ModuleSnapshot {
 export interface NativeModule {
   readonly disposed: boolean;
   snapshot(): Promise<ModuleSnapshot>;
-  save(path: string): Promise<void>;
+  /** The TorchScript archive's bytes (written in memory; TypeScript writes the file). */
+  save(): Promise<Buffer>;
   runMethod(name: string, inputs: unknown[], grad?: GradMode): Promise<unknown>;
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;
@@ -111,6 +112,8 @@ export interface Binding {
   manualSeed(seed: number): Promise<void>;
   setNumThreads(n: number): Promise<void>;
   getNumThreads(): number;
+  /** TorchScript's CPU fuser: reads it, and sets it when a flag is given. */
+  jitCpuFusion(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
   collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;
   memory(): { tensors: number; bytes: number };

@@ -101,6 +101,7 @@ export const cuda = {
  * @example
  * torch.backends.cudnn.benchmark = true; // autotune convolutions for fixed input sizes
  * torch.backends.malloc.tuning; // { mmapThreshold: 33554432, trimThreshold: 134217728, topPad: 67108864 }
+ * torch.backends.jit.cpuFusion; // false: TorchScript's CPU fuser is off unless turned on
  */
 export const backends = {
   cudnn: {
@@ -109,5 +110,15 @@ export const backends = {
   },
   malloc: {
     get tuning(): MallocTuning | null { return mallocTuning; },
+  },
+  jit: {
+    /**
+     * TorchScript's CPU fuser (NNC), process-wide; off by default (PyTorch's
+     * `torch._C._jit_override_can_fuse_on_cpu`). Where libtorch was built with LLVM (Debian 13's
+     * 2.6) its kernel compilation can take minutes on small training graphs, and fused kernels
+     * round differently from unfused ones; pip's builds have it off too.
+     */
+    get cpuFusion(): boolean { return native.jitCpuFusion(); },
+    set cpuFusion(flag: boolean) { native.jitCpuFusion(check.boolean(flag, 'backends.jit.cpuFusion')); },
   },
 };

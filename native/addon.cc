@@ -19,6 +19,7 @@ void Cleanup(void* arg) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  DisableCpuFusionOnce();
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
   data->executor = new Executor(env);
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
   exports.Set("collateImages", Napi::Function::New(env, CollateImages));
+  exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   return exports;
 }

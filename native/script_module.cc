@@ -5,7 +5,17 @@
 #include "tensor.h"
 
 #include <cmath>
+#include <mutex>
 #include <sstream>
+
+// Exported by libtorch_cpu in 1.13 and 2.x; declared here because Debian's libtorch-dev does not
+// ship their header (torch/csrc/jit/codegen/fuser/interface.h).
+namespace torch {
+namespace jit {
+TORCH_API bool canFuseOnCPU();
+TORCH_API void overrideCanFuseOnCPU(bool value);
+}  // namespace jit
+}  // namespace torch
 
 namespace finetorch {
 
@@ -376,13 +386,43 @@ Napi::Value ModuleWrap::Snapshot(const Napi::CallbackInfo& info) {
       env, "module", [m] { return TakeSnapshot(*m); }, [](Napi::Env env, Snap& s) { return SnapToJs(env, s); });
 }
 
+// save(): Promise<Buffer>, the TorchScript archive's bytes. Written in memory, because libtorch's
+// file writer aborts the process when the disk fills (it throws from a destructor); TypeScript
+// writes the bytes to disk, where a full disk is an ordinary error.
 Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModulePtr m = Of(env, info.This(), "save");
-  std::string path = info[0].As<Napi::String>();
-  return Addon(env).executor->Run(
+  return Addon(env).executor->Submit<std::shared_ptr<std::string>>(
       env, "save",
-      [m, path] { m->save(path); });
+      [m] {
+        std::ostringstream out;
+        m->save(out);
+        return std::make_shared<std::string>(std::move(out).str());
+      },
+      [](Napi::Env env, std::shared_ptr<std::string>& bytes) -> Napi::Value {
+        auto* keep = new std::shared_ptr<std::string>(bytes);
+        return Napi::Buffer<char>::New(env, bytes->data(), bytes->size(),
+                                       [](Napi::Env, char*, std::shared_ptr<std::string>* k) { delete k; }, keep);
+      });
+}
+
+void DisableCpuFusionOnce() {
+  // TorchScript's CPU fuser (NNC) compiles fused kernels with LLVM where libtorch was built with
+  // it (Debian's 2.6, not pip's wheels nor Debian's 1.13). That compilation hangs or takes minutes
+  // on small training graphs (Python on Debian 13 stalls the same way from the third step of a
+  // scripted MLP), and fused kernels round differently from the unfused ones a model ran before
+  // its graph was optimized. So it is off by default, as in pip's builds; torch.backends.jit.cpuFusion
+  // turns it back on.
+  static std::once_flag once;
+  std::call_once(once, [] { torch::jit::overrideCanFuseOnCPU(false); });
+}
+
+// jitCpuFusion(flag?): the CPU fuser switch (process-wide); sets it when a boolean is given.
+Napi::Value JitCpuFusion(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), "backends.jit.cpuFusion", [&] {
+    if (info.Length() > 0 && info[0].IsBoolean()) torch::jit::overrideCanFuseOnCPU(info[0].As<Napi::Boolean>().Value());
+    return Napi::Boolean::New(info.Env(), torch::jit::canFuseOnCPU());
+  });
 }
 
 // runMethod(name, inputs[]): Promise<output>

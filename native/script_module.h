@@ -31,5 +31,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
 };
 
 Napi::Value LoadModule(const Napi::CallbackInfo& info);
+Napi::Value JitCpuFusion(const Napi::CallbackInfo& info);
+void DisableCpuFusionOnce();
 
 }  // namespace finetorch

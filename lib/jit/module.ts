@@ -387,9 +387,8 @@ export class ScriptModule {
   async save(file: string): Promise<void> {
     if (typeof file !== 'string' || file === '') throw new TypeError('save(path): path must be a non-empty string');
     const h = this.live('save()');
-    // The tensors, with room to spare for the code, the pickles and the zip records around them.
-    const bytes = [...this.params, ...this.buffers].reduce((a, [, t]) => a + t.handle.nbytes, 0);
-    await writeAtomic(file, (tmp) => h.save(tmp), 'save', { expectedBytes: Math.ceil(bytes * 1.01) + (4 << 20) });
+    // libtorch serializes in memory; the disk write is Node's, so a full disk is an Error, not an abort.
+    await writeAtomic(file, await h.save(), 'save');
   }
 
   /** Frees the model (its parameters live on while other handles use them). */
