@@ -153,6 +153,9 @@ export class Tensor {
     const a = this.shape;
     const b = other.shape;
     if (a.length === 0 || b.length === 0) throw new Error('matmul: both arguments need at least one dimension');
+    if (this.dtype !== other.dtype) {
+      throw new TypeError(`matmul: both tensors must have the same dtype: got ${this.dtype} and ${other.dtype}; convert one with .to({ dtype })`);
+    }
     const k1 = a[a.length - 1];
     const k2 = b.length === 1 ? b[0] : b[b.length - 2];
     if (k1 !== k2) {

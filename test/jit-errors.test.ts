@@ -189,7 +189,8 @@ describe('forward with the wrong inputs', () => {
 
   test('an int64 input where the model computes in float32: the message names the dtype problem', async () => {
     const mlpErr = await rejection(mlp.forward(torch.zeros([3, 4], { dtype: 'int64' })));
-    expect(mlpErr.message).toBe('forward: mat1 and mat2 must have the same dtype');
+    // libtorch 2.x adds ", but got Long and Float"; what finetorch promises is the op and the dtype words
+    expect(mlpErr.message).toMatch(/^forward: mat1 and mat2 must have the same dtype(, but got Long and Float)?$/);
     const resnetErr = await rejection(resnet.forward(torch.zeros([1, 3, 32, 32], { dtype: 'int64' })));
     expect(resnetErr.message).toMatch(/^forward: /);
     expect(resnetErr.message).toMatch(/scalar type|dtype/);
@@ -253,7 +254,7 @@ describe('replaceHead and freeze with bad arguments', () => {
     const model = await torch.jit.load(fx.mlp);
     const err = await rejection(model.replaceHead({ numClasses: n as number }));
     expect(err).toBeInstanceOf(TypeError);
-    expect(err.message).toBe(`replaceHead: numClasses must be an integer in [1, 16777216]: got ${String(n)}`);
+    expect(err.message).toBe(`replaceHead: numClasses must be an integer in [1, 16777216]: got ${typeof n === 'string' ? `"${n}" (a string)` : String(n)}`);
     // nothing changed
     expect(model.namedParameters().find(([name]) => name === '2.weight')![1].shape).toEqual([2, 8]);
     model.dispose();
