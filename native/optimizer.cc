@@ -234,6 +234,53 @@ Napi::Value OptimizerWrap::StateDict(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::Buffer<char>::Copy(env, s.data(), s.size()); });
 }
 
+namespace {
+// libtorch's optimizer archive keys each parameter's state by its TensorImpl address, written as
+// text: "0x55d1..." by 1.13, decimal by 2.x. libtorch 2.x's own loader parses keys with stoull,
+// which reads every 1.13 key as 0 (all states collide; the next step dereferences a moved-from
+// state). This loader matches the keys as the strings they are, so an optimizer state written
+// under either version loads under both; the archive format itself is libtorch's.
+template <typename Options, typename ParamState>
+void LoadState(torch::optim::Optimizer& opt, torch::serialize::InputArchive& archive) {
+  torch::serialize::InputArchive states, groups;
+  archive.read("state", states);
+  archive.read("param_groups", groups);
+  at::Tensor count;
+  groups.read("param_groups/size", count);
+  auto& pgs = opt.param_groups();
+  if (count.item<int64_t>() != static_cast<int64_t>(pgs.size())) {
+    throw std::invalid_argument("the saved state has " + std::to_string(count.item<int64_t>()) +
+                                " parameter groups, the optimizer " + std::to_string(pgs.size()));
+  }
+  opt.state().clear();  // as Python's load_state_dict: the saved state replaces the current one
+  for (size_t i = 0; i < pgs.size(); i++) {
+    torch::serialize::InputArchive group, options;
+    groups.read("param_groups/" + std::to_string(i), group);
+    at::Tensor size;
+    group.read("params/size", size);
+    auto& params = pgs[i].params();
+    if (size.item<int64_t>() != static_cast<int64_t>(params.size())) {
+      throw std::invalid_argument("group " + std::to_string(i) + " of the saved state has " +
+                                  std::to_string(size.item<int64_t>()) + " parameters, the optimizer's " +
+                                  std::to_string(params.size()));
+    }
+    for (size_t j = 0; j < params.size(); j++) {
+      c10::IValue key;
+      group.read("params/" + std::to_string(j), key);
+      torch::serialize::InputArchive saved;
+      if (!states.try_read(key.toStringRef(), saved)) continue;  // no step taken for it yet
+      auto st = std::make_unique<ParamState>();
+      st->serialize(saved);
+      opt.state()[OptimizerStateKey(opt.state(), params[j])] = std::move(st);
+    }
+    group.read("options", options);
+    Options o(0);
+    o.serialize(options);
+    pgs[i].set_options(std::make_unique<Options>(o));
+  }
+}
+}  // namespace
+
 Napi::Value OptimizerWrap::LoadStateDict(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OptimizerPtr h = Of(env, info.This(), "loadStateDict()");
@@ -241,11 +288,12 @@ Napi::Value OptimizerWrap::LoadStateDict(const Napi::CallbackInfo& info) {
   auto bytes = std::make_shared<std::string>(b.Data(), b.Length());
   return Addon(env).executor->Run(
       env, "loadStateDict()",
-      [h, bytes] {
+      [h, bytes, kind = kind_] {
         torch::serialize::InputArchive archive;
         std::istringstream in(*bytes);
         archive.load_from(in);
-        h->get().load(archive);
+        if (kind == "adamw") LoadState<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(h->get(), archive);
+        else LoadState<torch::optim::SGDOptions, torch::optim::SGDParamState>(h->get(), archive);
       });
 }
 
