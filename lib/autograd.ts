@@ -42,9 +42,10 @@ export function enableGrad<T>(fn: () => T): T {
 
 /**
  * Runs `fn` under libtorch's InferenceMode, as PyTorch's `torch.inference_mode()`: like `noGrad`,
- * and also without version counters or view tracking, so pure inference is a little cheaper.
- * Tensors made inside are inference tensors: they cannot later be saved for backward (clone one
- * outside to train on it). `train.evaluate` and `train.predict` run in this mode.
+ * and also without version counters or view tracking. Tensors made inside are inference tensors:
+ * they cannot later be saved for backward (clone one outside to train on it). TorchScript methods
+ * (`forward`) run under no_grad instead, because a graph that has been trained runs as a
+ * DifferentiableGraph that InferenceMode refuses. `train.evaluate` and `train.predict` use it.
  *
  * @example
  * const probs = await torch.inferenceMode(async () => (await model.forward(x)).softmax(1));

@@ -358,16 +358,21 @@ describe('failed writes leave no temporary file and name the file and the cause'
     }
   });
 
-  fsTest('model.save on a full disk: ENOSPC before libtorch writes (it would abort the process), and no temporary file is left', async () => {
-    const m = mountTmpfs('64k') as { dir: string; unmount(): void };
+  fsTest('model.save over an existing file on a full disk: ENOSPC, the old file intact, no temporary file, the process lives', async () => {
+    const m = mountTmpfs('256k') as { dir: string; unmount(): void };
     try {
-      fill(m.dir, 0);
       const model = await torch.jit.load(mlpFile);
       const file = path.join(m.dir, 'model.pt');
+      await model.save(file); // room for it now
+      const before = fs.readFileSync(file);
+      fill(m.dir, 0);
       const err = await model.save(file).catch((e: Error) => e);
-      expect((err as Error).message).toBe(`save(${file}): cannot write '${file}': ENOSPC (no space left on the device): 0.0 MiB free, about 4.0 MiB needed`);
+      // libtorch's own file writer aborted the process here (SIGABRT); finetorch writes the bytes itself
+      expect((err as Error).message).toBe(`save(${file}): cannot write '${file}': ENOSPC (no space left on the device)`);
       expect((err as { code?: string }).code).toBe('ENOSPC');
-      expect(fs.readdirSync(m.dir)).toEqual(['filler']);
+      expect(fs.readdirSync(m.dir).sort()).toEqual(['filler', 'model.pt']);
+      expect(fs.readFileSync(file).equals(before)).toBe(true);
+      expect((await torch.jit.load(file)).namedParameters().length).toBe(4);
       model.dispose();
     } finally {
       m.unmount();
