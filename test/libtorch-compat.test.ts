@@ -88,7 +88,8 @@ test('a freshly loaded model computes bit-identically to a copy whose graph the 
 test('a trained model runs under inferenceMode (TorchScript runs it without grad), and trains again after', async () => {
   const model = await torch.jit.load(mlpFile);
   const optimizer = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
-  const h = await torch.train.fit(model, { train: [batch(), batch()], epochs: 2, optimizer, progress: false, val: [batch()] });
+  const fresh = (n: number) => ({ *[Symbol.iterator]() { for (let i = 0; i < n; i++) yield batch(); } }); // fit disposes its batches
+  const h = await torch.train.fit(model, { train: fresh(2), epochs: 2, optimizer, progress: false, val: fresh(1) });
   expect(h.epochs[1].valLoss).toBeGreaterThan(0);
   const probs = await torch.inferenceMode(async () => (await model.eval().forward(torch.randn([2, 4]))).softmax(1));
   expect(probs.shape).toEqual([2, 3]);
