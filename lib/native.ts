@@ -99,6 +99,8 @@ export interface Binding {
   Optimizer: new (kind: 'adamw' | 'sgd', groups: NativeGroup[]) => NativeOptimizer;
   trainStep(module: NativeModule, optimizer: NativeOptimizer | null, input: NativeTensor, target: NativeTensor,
       weight: NativeTensor | null, options: TrainStepOptions): Promise<{ loss: number; correct: number; total: number; gradNorm: number | null; skipped: boolean; scale: number }>;
+  /** The update for gradients accumulated without a step (unscale, clip, step, zero-grad), as trainStep applies it. */
+  applyStep(optimizer: NativeOptimizer, options: { clipNorm: number; amp: number }): Promise<{ gradNorm: number | null; skipped: boolean; scale: number }>;
   clipGradNorm(params: NativeTensor[], maxNorm: number, normType: number): Promise<number>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string, code?: [string, string][]): Promise<NativeModule>;

@@ -32,6 +32,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModule", Napi::Function::New(env, LoadModule));
   exports.Set("Optimizer", OptimizerWrap::Init(env));
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
+  exports.Set("applyStep", Napi::Function::New(env, ApplyAccumulated));
   exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
   exports.Set("fromData", Napi::Function::New(env, FromData));
   exports.Set("factory", Napi::Function::New(env, Factory));

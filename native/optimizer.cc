@@ -315,7 +315,57 @@ struct StepResult {
   bool skipped = false;
   double scale = 1;
 };
+std::vector<at::Tensor> AllParams(const OptimizerHolder& h) {
+  std::vector<at::Tensor> ps;
+  for (auto& g : h.groups) ps.insert(ps.end(), g.begin(), g.end());
+  return ps;
+}
+
+// The update from gradients already accumulated, as every step of fit applies it: unscale (fp16),
+// clip, step unless the fp16 gradients overflowed, update the loss scale.
+void ApplyStep(OptimizerHolder& h, Amp amp, double clipNorm, StepResult& r) {
+  bool foundInf = false;
+  if (amp == Amp::FP16) {
+    h.scaler.init(h.groups.empty() || h.groups[0].empty() ? c10::Device(c10::kCPU) : h.groups[0][0].device());
+    foundInf = h.scaler.unscale(AllParams(h));
+  }
+  if (clipNorm > 0) r.gradNorm = torch::nn::utils::clip_grad_norm_(AllParams(h), clipNorm);
+  if (!foundInf) {
+    NoGradGuard ng;
+    h.get().step();
+  }
+  if (amp == Amp::FP16) {
+    h.scaler.update(foundInf);
+    r.skipped = foundInf;
+    r.scale = h.scaler.scale.item<double>();
+  }
+}
 }  // namespace
+
+// applyStep(optimizer, { clipNorm, amp }): the update and zero-grad for gradients accumulated by
+// trainStep calls that did not step (the tail of a gradAccumulation window at an epoch's end).
+Napi::Value ApplyAccumulated(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr opt = OptimizerWrap::Of(env, info[0], "applyStep");
+  Napi::Object o = info[1].As<Napi::Object>();
+  double clipNorm = o.Get("clipNorm").As<Napi::Number>().DoubleValue();
+  Amp amp = static_cast<Amp>(o.Get("amp").IsNumber() ? o.Get("amp").As<Napi::Number>().Int32Value() : 0);
+  return Addon(env).executor->Submit<StepResult>(
+      env, "applyStep",
+      [=] {
+        StepResult r;
+        ApplyStep(*opt, amp, clipNorm, r);
+        opt->get().zero_grad();
+        return r;
+      },
+      [](Napi::Env env, StepResult& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("gradNorm", r.gradNorm < 0 ? env.Null() : Napi::Number::New(env, r.gradNorm));
+        out.Set("skipped", r.skipped);
+        out.Set("scale", r.scale);
+        return out;
+      });
+}
 
 // trainStep(module, optimizer | null, input, target, weight | null,
 //           { reduction, ignoreIndex, labelSmoothing, lossScale, clipNorm, step, zeroGrad })
@@ -371,26 +421,8 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
         } else {
           (lossScale == 1.0 ? loss : loss * lossScale).backward();
         }
-        bool foundInf = false;
-        if (amp == Amp::FP16 && opt && doStep) {
-          std::vector<at::Tensor> ps;
-          for (auto& g : opt->groups) ps.insert(ps.end(), g.begin(), g.end());
-          foundInf = opt->scaler.unscale(ps);
-        }
-        if (clipNorm > 0 && opt) {
-          std::vector<at::Tensor> ps;
-          for (auto& g : opt->groups) ps.insert(ps.end(), g.begin(), g.end());
-          r.gradNorm = torch::nn::utils::clip_grad_norm_(ps, clipNorm);
-        }
-        if (opt && doStep && !foundInf) {
-          NoGradGuard ng;
-          opt->get().step();
-        }
-        if (amp == Amp::FP16 && opt && doStep) {
-          opt->scaler.update(foundInf);
-          r.skipped = foundInf;
-          r.scale = opt->scaler.scale.item<double>();
-        }
+        if (opt && doStep) ApplyStep(*opt, amp, clipNorm, r);
+        else if (opt && clipNorm > 0) r.gradNorm = torch::nn::utils::clip_grad_norm_(AllParams(*opt), clipNorm);
         if (opt && doZero) opt->get().zero_grad();
         NoGradGuard ng;
         if (logits.dim() == 2 && y.dim() == 1) {

@@ -38,6 +38,7 @@ class OptimizerWrap : public Napi::ObjectWrap<OptimizerWrap> {
 };
 
 Napi::Value TrainStep(const Napi::CallbackInfo& info);
+Napi::Value ApplyAccumulated(const Napi::CallbackInfo& info);
 Napi::Value ClipGradNorm(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch

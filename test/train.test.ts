@@ -688,3 +688,34 @@ describe('memory', () => {
     model.dispose();
   });
 });
+
+describe('gradient accumulation', () => {
+  test('an epoch ending inside an accumulation window applies the tail through the same step (clipping included) as a manual loop', async () => {
+    const CLIP = 0.05; // small enough that every update is clipped
+    const xs = Array.from({ length: 10 }, (_, i) => floats(300 + i, 8 * 4));
+    const ys = Array.from({ length: 10 }, (_, i) => labels(400 + i, 8, 3));
+    const source = () => ({ *[Symbol.iterator]() { for (let i = 0; i < 10; i++) yield { input: torch.tensor(xs[i], { shape: [8, 4] }), target: torch.tensor(ys[i]) }; } });
+
+    const a = await torch.jit.load(mlpFile);
+    const optA = new torch.optim.SGD(a.parameters(), { lr: 0.5 });
+    await torch.train.fit(a, { train: source(), epochs: 1, optimizer: optA, gradAccumulation: 3, clipGradNorm: CLIP, progress: false });
+
+    const b = await torch.jit.load(mlpFile);
+    const optB = new torch.optim.SGD(b.parameters(), { lr: 0.5 });
+    for (let i = 0; i < 10; i++) {
+      const logits: Tensor = await b.forward(torch.tensor(xs[i], { shape: [8, 4] }));
+      const loss = await torch.nn.functional.crossEntropy(logits, torch.tensor(ys[i]));
+      const scaled = await loss.mul(1 / 3);
+      await scaled.backward();
+      if ((i + 1) % 3 === 0 || i === 9) { // windows of 3, 3, 3, then the tail of 1
+        await torch.nn.utils.clipGradNorm(b.parameters(), CLIP);
+        await optB.step();
+        await optB.zeroGrad();
+      }
+      for (const t of [logits, loss, scaled]) t.dispose();
+    }
+    expect(await params(a)).toEqual(await params(b));
+    for (const o of [optA, optB]) o.dispose();
+    a.dispose(); b.dispose();
+  });
+});

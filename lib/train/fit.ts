@@ -268,9 +268,11 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       if (ckpt?.everySteps && pos.globalStep % ckpt.everySteps === 0) await save();
     }
     if (pending > 0) {
-      // The epoch ended inside an accumulation window: apply what was accumulated.
-      await optimizer.step();
-      await optimizer.zeroGrad();
+      // The epoch ended inside an accumulation window: apply what was accumulated through the same
+      // update as every other step (fp16 unscale and overflow skip, clipping), not a bare step().
+      const t = await native.applyStep(optimizer.handle, { clipNorm: options.clipGradNorm ?? 0, amp });
+      if (t.skipped) skipped++;
+      pending = 0;
     }
     if (steps === 0 && startBatch === 0) throw new Error('fit: the training set yielded no batches');
     const time = Number(process.hrtime.bigint() - started) / 1e9;
