@@ -400,3 +400,19 @@ describe('failed writes leave no temporary file and name the file and the cause'
     }
   });
 });
+
+describe('damaged checkpoint files are named', () => {
+  test.each([['optim', 'optimizer state'], ['rng', 'random-generator state']])('a truncated .%s file: resumeFrom names the file and what it holds', async (ext, what) => {
+    const dir = fs.mkdtempSync(path.join(root, 'ckpt-'));
+    const model = await torch.jit.load(mlpFile);
+    const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
+    await torch.train.fit(model, { train: batches(2), epochs: 1, optimizer: opt, progress: false, checkpoint: { dir } });
+    const file = fs.readdirSync(dir).find((f) => f.endsWith(`.${ext}`))!;
+    const full = path.join(dir, file);
+    fs.truncateSync(full, Math.floor(fs.statSync(full).size / 2));
+    const err = await torch.train.fit(model, { train: batches(2), epochs: 2, optimizer: opt, progress: false, resumeFrom: dir }).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(new RegExp(`^resumeFrom: the ${what} file '${full.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}' is damaged or not one finetorch wrote \\(\\d+ bytes\\): `));
+    opt.dispose();
+    model.dispose();
+  });
+});

@@ -102,9 +102,19 @@ export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { op
   } finally {
     saved.dispose();
   }
-  const state = await fsp.readFile(path.join(dir, meta.optimizer));
-  await optimizer.loadStateDict({ kind: optimizer.kind, groups: meta.optimizerGroups, state });
-  const rng = tensor(new Uint8Array(await fsp.readFile(path.join(dir, meta.rng))));
-  await native.op('setRngState', [rng.handle], [], false);
-  rng.dispose();
+  // A damaged file is named, in the user's terms, before libtorch's own first line.
+  const named = async (file: string, what: string, fn: (bytes: Buffer) => Promise<void>) => {
+    const full = path.join(dir, file);
+    const bytes = await fsp.readFile(full).catch((err: unknown) => { throw new Error(`resumeFrom: cannot read the ${what} file '${full}': ${fsReason(err)}`); });
+    try {
+      await fn(bytes);
+    } catch (err) {
+      throw new Error(`resumeFrom: the ${what} file '${full}' is damaged or not one finetorch wrote (${bytes.length} bytes): ${(err as Error).message}`);
+    }
+  };
+  await named(meta.optimizer, 'optimizer state', (state) => optimizer.loadStateDict({ kind: optimizer.kind, groups: meta.optimizerGroups, state }));
+  await named(meta.rng, 'random-generator state', async (bytes) => {
+    const rng = tensor(new Uint8Array(bytes));
+    try { await native.op('setRngState', [rng.handle], [], false); } finally { rng.dispose(); }
+  });
 }
