@@ -252,18 +252,23 @@ void LoadState(torch::optim::Optimizer& opt, torch::serialize::InputArchive& arc
     throw std::invalid_argument("the saved state has " + std::to_string(count.item<int64_t>()) +
                                 " parameter groups, the optimizer " + std::to_string(pgs.size()));
   }
-  opt.state().clear();  // as Python's load_state_dict: the saved state replaces the current one
+  // Everything is read and checked first, so a state that does not fit leaves the optimizer as it was.
+  std::vector<torch::serialize::InputArchive> groupArchives(pgs.size());
   for (size_t i = 0; i < pgs.size(); i++) {
-    torch::serialize::InputArchive group, options;
-    groups.read("param_groups/" + std::to_string(i), group);
+    groups.read("param_groups/" + std::to_string(i), groupArchives[i]);
     at::Tensor size;
-    group.read("params/size", size);
-    auto& params = pgs[i].params();
-    if (size.item<int64_t>() != static_cast<int64_t>(params.size())) {
+    groupArchives[i].read("params/size", size);
+    if (size.item<int64_t>() != static_cast<int64_t>(pgs[i].params().size())) {
       throw std::invalid_argument("group " + std::to_string(i) + " of the saved state has " +
                                   std::to_string(size.item<int64_t>()) + " parameters, the optimizer's " +
-                                  std::to_string(params.size()));
+                                  std::to_string(pgs[i].params().size()));
     }
+  }
+  opt.state().clear();  // as Python's load_state_dict: the saved state replaces the current one
+  for (size_t i = 0; i < pgs.size(); i++) {
+    torch::serialize::InputArchive& group = groupArchives[i];
+    torch::serialize::InputArchive options;
+    auto& params = pgs[i].params();
     for (size_t j = 0; j < params.size(); j++) {
       c10::IValue key;
       group.read("params/" + std::to_string(j), key);

@@ -719,3 +719,31 @@ describe('gradient accumulation', () => {
     a.dispose(); b.dispose();
   });
 });
+
+describe('optimizer state that does not fit', () => {
+  test('a saved state with another parameter count is refused and leaves the optimizer\'s own state untouched', async () => {
+    const big = await torch.jit.load(mlpFile);
+    const optBig = new torch.optim.AdamW(big.parameters(), { lr: 0.01 });
+    const step = async (m: typeof big, o: typeof optBig) => {
+      const logits: Tensor = await m.forward(sgdX());
+      const loss = await torch.nn.functional.crossEntropy(logits, sgdY());
+      await loss.backward();
+      await o.step();
+      await o.zeroGrad();
+      logits.dispose(); loss.dispose();
+    };
+    await step(big, optBig);
+    const foreign = await optBig.stateDict();
+    // two twins with the same history over the first two parameters only
+    const [a, b] = [await torch.jit.load(mlpFile), await torch.jit.load(mlpFile)];
+    const [optA, optB] = [a, b].map((m) => new torch.optim.AdamW(m.parameters().slice(0, 2), { lr: 0.01 }));
+    await step(a, optA);
+    await step(b, optB);
+    await expect(optA.loadStateDict(foreign)).rejects.toThrow(/group 0 of the saved state has 4 parameters, the optimizer's 2/);
+    await step(a, optA);
+    await step(b, optB);
+    expect(await params(a)).toEqual(await params(b));
+    for (const o of [optBig, optA, optB]) o.dispose();
+    for (const m of [big, a, b]) m.dispose();
+  });
+});
