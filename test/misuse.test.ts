@@ -401,6 +401,75 @@ describe('failed writes leave no temporary file and name the file and the cause'
   });
 });
 
+describe('fault injection: checkpoints on a disk that fills or turns read-only mid-run', () => {
+  // Fresh batch tensors for every epoch: fit disposes the batches it trained on.
+  const data = () => ({ length: 3, [Symbol.iterator]: () => batches(3, 7)[Symbol.iterator]() });
+
+  fsTest('the disk fills after the first checkpoint: fit stops with ENOSPC naming the file, and a resume from the last good checkpoint ends bit-identical to an uninterrupted run', async () => {
+    const m = mountTmpfs('1m') as { dir: string; unmount(): void };
+    try {
+      const ckpt = path.join(m.dir, 'ckpt');
+      const model = await torch.jit.load(mlpFile);
+      const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
+      let saved = 0;
+      const err = await torch.train.fit(model, {
+        train: data(), epochs: 3, optimizer: opt, progress: false, checkpoint: { dir: ckpt },
+        // another process fills the disk right after the first checkpoint set is written
+        callbacks: { onCheckpoint: () => { if (saved++ === 0) fill(m.dir, 0); } },
+      }).catch((e: Error & { code?: string }) => e);
+      expect(saved).toBe(1);
+      const file = path.join(ckpt, 'ckpt-00000006.pt'); // the second epoch's set, the model file first
+      expect((err as Error).message).toBe(`checkpoint(${file}): cannot write '${file}': ENOSPC (no space left on the device)`);
+      expect((err as { code?: string }).code).toBe('ENOSPC');
+      expect(model.busy).toBe(false);
+      // the first set is whole, and nothing of the second is left behind
+      expect(fs.readdirSync(ckpt).sort()).toEqual(['ckpt-00000003.optim', 'ckpt-00000003.pt', 'ckpt-00000003.rng', 'latest.json']);
+      expect(JSON.parse(fs.readFileSync(path.join(ckpt, 'latest.json'), 'utf8')).model).toBe('ckpt-00000003.pt');
+      opt.dispose();
+      model.dispose();
+
+      // the user frees space and resumes in a new process's way: a fresh model and optimizer
+      fs.rmSync(path.join(m.dir, 'filler'));
+      const resumed = await torch.jit.load(mlpFile);
+      const opt2 = new torch.optim.AdamW(resumed.parameters(), { lr: 0.01 });
+      const h = await torch.train.fit(resumed, { train: data(), epochs: 3, optimizer: opt2, progress: false, checkpoint: { dir: ckpt }, resumeFrom: ckpt });
+      expect(h.epochs.length).toBe(3);
+
+      const straight = await torch.jit.load(mlpFile);
+      const opt3 = new torch.optim.AdamW(straight.parameters(), { lr: 0.01 });
+      await torch.train.fit(straight, { train: data(), epochs: 3, optimizer: opt3, progress: false });
+      expect(await weights(resumed)).toEqual(await weights(straight));
+      // and the weights did move: the comparison is not between two untouched models
+      expect(await weights(straight)).not.toEqual(await weights(await torch.jit.load(mlpFile)));
+      [opt2, opt3].forEach((o) => o.dispose());
+      [resumed, straight].forEach((x) => x.dispose());
+    } finally {
+      m.unmount();
+    }
+  });
+
+  fsTest('fit with checkpoints into a read-only file system: EROFS naming the file, before any training step is lost silently', async () => {
+    const m = mountTmpfs('1m') as { dir: string; unmount(): void };
+    try {
+      const ckpt = path.join(m.dir, 'ckpt');
+      fs.mkdirSync(ckpt);
+      execFileSync('mount', ['-o', 'remount,ro', m.dir]);
+      const model = await torch.jit.load(mlpFile);
+      const opt = new torch.optim.AdamW(model.parameters());
+      const err = await torch.train.fit(model, { train: data(), epochs: 1, optimizer: opt, progress: false, checkpoint: { dir: ckpt } })
+        .catch((e: Error & { code?: string }) => e);
+      expect((err as Error).message).toMatch(/^checkpoint\(.*\/ckpt-00000003\.(pt|optim|rng)\): cannot write '.*': EROFS \(the file system is read-only\)$/);
+      expect((err as { code?: string }).code).toBe('EROFS');
+      expect(fs.readdirSync(ckpt)).toEqual([]);
+      expect(model.busy).toBe(false);
+      opt.dispose();
+      model.dispose();
+    } finally {
+      m.unmount();
+    }
+  });
+});
+
 describe('damaged checkpoint files are named', () => {
   test.each([['optim', 'optimizer state'], ['rng', 'random-generator state']])('a truncated .%s file: resumeFrom names the file and what it holds', async (ext, what) => {
     const dir = fs.mkdtempSync(path.join(root, 'ckpt-'));

@@ -386,9 +386,13 @@ export class ScriptModule {
    */
   async save(file: string): Promise<void> {
     if (typeof file !== 'string' || file === '') throw new TypeError('save(path): path must be a non-empty string');
-    const h = this.live('save()');
     // libtorch serializes in memory; the disk write is Node's, so a full disk is an Error, not an abort.
-    await writeAtomic(file, await h.save(), 'save');
+    await writeAtomic(file, await this.serialize(), 'save');
+  }
+
+  /** @internal The TorchScript file's bytes, as `save` writes them. */
+  async serialize(): Promise<Buffer> {
+    return this.live('save()').save();
   }
 
   /** Frees the model (its parameters live on while other handles use them). */

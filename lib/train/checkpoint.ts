@@ -51,7 +51,7 @@ export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer
     scheduler: scheduler ? scheduler.stateDict() : null, history, savedAt: new Date().toISOString(),
   };
   try {
-    await model.save(path.join(dir, meta.model));
+    await writeAtomic(path.join(dir, meta.model), await model.serialize(), 'checkpoint');
     await writeAtomic(path.join(dir, meta.optimizer), opt.state, 'checkpoint');
     await writeAtomic(path.join(dir, meta.rng), rngBytes as Uint8Array, 'checkpoint');
     await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2), 'checkpoint');
