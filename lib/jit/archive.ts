@@ -69,7 +69,7 @@ export function checkArchive(buf: Buffer, what: string): ArchiveEntry[] {
     }
     for (const entry of entries) {
       const data = entryData(buf, entry);
-      if (crc32(data) !== entry.crc32) throw damaged(`entry '${entry.name}' fails its CRC-32 check`);
+      if (zlib.crc32(data) !== entry.crc32) throw damaged(`entry '${entry.name}' fails its CRC-32 check`);
     }
     return entries;
   } catch (err) {
@@ -227,24 +227,4 @@ function entryData(buf: Buffer, entry: ArchiveEntry): Buffer {
   }
   if (out.length !== entry.size) throw damaged(`entry '${entry.name}' inflates to ${out.length} bytes, not the declared ${entry.size}`);
   return out;
-}
-
-let crcTable: Int32Array | undefined;
-
-/** CRC-32 (zip's polynomial). zlib.crc32 is native but only exists from Node 20.15, so fall back to a table. */
-function crc32(data: Buffer): number {
-  // Looked up per call, not at import, so it follows whatever zlib this process has.
-  const native = (zlib as { crc32?: (d: Buffer) => number }).crc32;
-  if (typeof native === 'function') return native(data) >>> 0;
-  if (!crcTable) {
-    crcTable = new Int32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c;
-    }
-  }
-  let c = -1;
-  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
 }
