@@ -7,7 +7,7 @@ import { native, type NativeGroup, type NativeOptimizer } from '../native';
 import { Tensor } from '../tensor';
 
 /** A parameter group: its tensors and any option that differs from the optimizer's defaults. */
-export interface ParamGroupInput<O> {
+export interface ParamGroupInput {
   params: Tensor[];
   options?: never;
   [key: string]: unknown;
@@ -42,13 +42,13 @@ export abstract class Optimizer {
   private readonly defaults: Record<string, unknown>;
   private readonly validate: (o: Record<string, unknown>, what: string) => void;
 
-  protected constructor(kind: Kind, what: string, params: Tensor[] | ParamGroupInput<unknown>[], defaults: Record<string, unknown>, validate: (o: Record<string, unknown>, what: string) => void) {
+  protected constructor(kind: Kind, what: string, params: Tensor[] | ParamGroupInput[], defaults: Record<string, unknown>, validate: (o: Record<string, unknown>, what: string) => void) {
     this.kind = kind;
     this.what = what;
     this.defaults = defaults;
     this.validate = validate;
     if (!Array.isArray(params) || params.length === 0) throw new TypeError(`${what}: expected a non-empty array of parameters or parameter groups`);
-    const groups = (params[0] instanceof Tensor ? [{ params: params as Tensor[] }] : params) as ParamGroupInput<unknown>[];
+    const groups = (params[0] instanceof Tensor ? [{ params: params as Tensor[] }] : params) as ParamGroupInput[];
     const native_: NativeGroup[] = [];
     this.paramGroups = [];
     groups.forEach((g, gi) => {
@@ -59,7 +59,7 @@ export abstract class Optimizer {
     this.handle = new native.Optimizer(kind, native_);
   }
 
-  private makeGroup(g: ParamGroupInput<unknown>, gi: number): { spec: NativeGroup; group: ParamGroup } {
+  private makeGroup(g: ParamGroupInput, gi: number): { spec: NativeGroup; group: ParamGroup } {
     const what = this.what;
     const seen = new Set<Tensor>(this.paramGroups.flatMap((x) => x.params));
     {
@@ -92,7 +92,7 @@ export abstract class Optimizer {
    */
   async addParamGroup(group: { params: Tensor[]; [option: string]: unknown }): Promise<void> {
     const h = this.live('addParamGroup()');
-    const { spec, group: live } = this.makeGroup(group as ParamGroupInput<unknown>, this.paramGroups.length);
+    const { spec, group: live } = this.makeGroup(group as ParamGroupInput, this.paramGroups.length);
     this.paramGroups.push(live);
     await h.addParamGroup(spec);
   }
@@ -186,7 +186,7 @@ function positive(o: Record<string, unknown>, key: string, what: string, allowZe
  */
 export class AdamW extends Optimizer {
   constructor(params: Tensor[] | (AdamWOptions & { params: Tensor[] })[], options: AdamWOptions = {}) {
-    super('adamw', 'AdamW', params as ParamGroupInput<unknown>[], { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, amsgrad: false, ...options }, (o, what) => {
+    super('adamw', 'AdamW', params as ParamGroupInput[], { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, amsgrad: false, ...options }, (o, what) => {
       positive(o, 'lr', what);
       positive(o, 'eps', what);
       positive(o, 'weightDecay', what);
@@ -216,7 +216,7 @@ export interface SGDOptions {
  */
 export class SGD extends Optimizer {
   constructor(params: Tensor[] | (SGDOptions & { params: Tensor[] })[], options: SGDOptions = {}) {
-    super('sgd', 'SGD', params as ParamGroupInput<unknown>[], { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, ...options }, (o, what) => {
+    super('sgd', 'SGD', params as ParamGroupInput[], { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, ...options }, (o, what) => {
       positive(o, 'lr', what);
       positive(o, 'momentum', what);
       positive(o, 'dampening', what);
