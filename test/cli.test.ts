@@ -297,6 +297,7 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
       }
       for (const c of ['blue', 'red']) fs.cpSync(path.join(data, c), path.join(dir, 'two', c), { recursive: true });
       fs.writeFileSync(path.join(dir, 'notes.pt'), 'not a model\n');
+      fs.writeFileSync(path.join(dir, 'taken'), 'a file where --out wants a folder\n');
       const runs: Record<string, string[]> = {
         missingModel: ['finetune', '--model', 'missing.pt', '--data', 'photos', '--out', 'e1', '--no-progress'],
         inspectMissing: ['inspect', 'missing.pt'],
@@ -309,6 +310,12 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
         textModel: ['finetune', '--model', 'notes.pt', '--data', 'photos', '--out', 'e5', '--no-progress'],
         stateDict: ['inspect', 'state_dict.pt'],
         resumeNothing: ['finetune', '--model', 'm.pt', '--data', 'photos', '--size', '32', '--out', 'fresh', '--resume', '--no-progress'],
+        // the model file is not TorchScript either: the --out check must come first, before any load
+        outIsFile: ['finetune', '--model', 'notes.pt', '--data', 'photos', '--out', 'taken', '--no-progress'],
+        zeroEpochs: ['finetune', '--model', 'm.pt', '--data', 'photos', '--epochs', '0', '--batch-size', '4', '--out', 'e6', '--no-progress'],
+        negativeLr: ['finetune', '--model', 'm.pt', '--data', 'photos', '--lr', '-1e-3', '--out', 'e7', '--no-progress'],
+        emptyTop: ['predict', 'm.pt', 'photos/red/img00.jpg', '--top', ''],
+        zeroTop: ['predict', 'm.pt', 'photos/red/img00.jpg', '--top', '0'],
       };
       const results = await Promise.all(Object.values(runs).map((args) => cli(...args)));
       Object.keys(runs).forEach((k, i) => { r[k] = results[i]; });
@@ -345,6 +352,18 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
     test('--resume with no checkpoint in --out', () => {
       // checked before the model is loaded: one line
       expectActionableError(r.resumeNothing, [/--resume/, /no checkpoint/, /fresh/], 1);
+    });
+
+    test('--out naming a file is refused before the model is loaded', () => {
+      expectActionableError(r.outIsFile, [/--out '.*taken' is a file: it must be a folder/]);
+      expect(fs.readFileSync(path.join(dir, 'taken'), 'utf8')).toBe('a file where --out wants a folder\n');
+    });
+
+    test('a wrong number names that one option and its value, not a list of options', () => {
+      expectActionableError(r.zeroEpochs, [/^finetorch: --epochs must be at least 1: got '0'$/]);
+      expectActionableError(r.negativeLr, [/^finetorch: --lr must be greater than 0: got '-1e-3'$/]);
+      expectActionableError(r.emptyTop, [/^finetorch: --top must be an integer: got ''$/]);
+      expectActionableError(r.zeroTop, [/^finetorch: --top must be at least 1: got '0'$/]);
     });
   });
 });

@@ -22,8 +22,8 @@ export async function inspect(file: string): Promise<void> {
 /** `finetorch predict m.pt img...`: top-k classes with probabilities. */
 export async function predict(file: string, images: string[], o: { top?: string; size?: string; device?: string }): Promise<void> {
   const device = deviceOption(o.device);
-  const k = parseNumber(o.top ?? '5', '--top', true);
-  const size = parseNumber(o.size ?? '224', '--size', true);
+  const k = parseNumber(o.top ?? '5', '--top', true, { atLeast: 1 });
+  const size = parseNumber(o.size ?? '224', '--size', true, { atLeast: 8 });
   if (images.length === 0) throw new UsageError('predict: give at least one image file');
   for (const f of images) if (!fs.existsSync(f)) throw new UsageError(`image '${f}' does not exist`);
   const model = await loadModel(file, device);
@@ -55,8 +55,8 @@ export async function predict(file: string, images: string[], o: { top?: string;
 export async function evaluateCommand(file: string, o: { data?: string; size?: string; batchSize?: string; device?: string }): Promise<void> {
   const device = deviceOption(o.device);
   if (!o.data) throw new UsageError('--data is required');
-  const size = parseNumber(o.size ?? '224', '--size', true);
-  const batchSize = parseNumber(o.batchSize ?? '32', '--batch-size', true);
+  const size = parseNumber(o.size ?? '224', '--size', true, { atLeast: 8 });
+  const batchSize = parseNumber(o.batchSize ?? '32', '--batch-size', true, { atLeast: 1 });
   let ds: ImageFolder;
   try {
     ds = new ImageFolder(o.data, { transform: imagenet({ train: false, size }) });

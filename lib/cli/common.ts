@@ -59,9 +59,11 @@ export function headOutputs(model: ScriptModule): number | undefined {
   return new Map(model.namedParameters()).get(`${head}.weight`)?.shape[0];
 }
 
-export function parseNumber(v: string, what: string, integer = false): number {
-  const n = Number(v);
+export function parseNumber(v: string, what: string, integer = false, min?: { above?: number; atLeast?: number }): number {
+  const n = v.trim() === '' ? NaN : Number(v);
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`${what} must be ${integer ? 'an integer' : 'a number'}: got '${v}'`);
+  if (min?.above !== undefined && !(n > min.above)) throw new UsageError(`${what} must be greater than ${min.above}: got '${v}'`);
+  if (min?.atLeast !== undefined && n < min.atLeast) throw new UsageError(`${what} must be at least ${min.atLeast}: got '${v}'`);
   return n;
 }
 

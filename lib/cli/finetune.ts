@@ -60,13 +60,19 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const device = deviceOption(a.device);
   requireDir(a.data, '--data');
   if (a.val) requireDir(a.val, '--val');
-  const epochs = parseNumber(a.epochs ?? '5', '--epochs', true);
-  const batchSize = parseNumber(a.batchSize ?? '32', '--batch-size', true);
-  const lr = parseNumber(a.lr ?? '1e-3', '--lr');
-  const size = parseNumber(a.size ?? '224', '--size', true);
-  const seed = parseNumber(a.seed ?? '0', '--seed', true);
+  // Every option is checked here, each Error naming the one that is wrong, before the model loads.
+  const epochs = parseNumber(a.epochs ?? '5', '--epochs', true, { atLeast: 1 });
+  const batchSize = parseNumber(a.batchSize ?? '32', '--batch-size', true, { atLeast: 1 });
+  const lr = parseNumber(a.lr ?? '1e-3', '--lr', false, { above: 0 });
+  const size = parseNumber(a.size ?? '224', '--size', true, { atLeast: 8 });
+  const seed = parseNumber(a.seed ?? '0', '--seed', true, { atLeast: 0 });
+  const frac = a.val ? undefined : parseNumber(a.valSplit ?? '0.1', '--val-split');
+  if (frac !== undefined && !(frac > 0 && frac < 1)) throw new UsageError(`--val-split must be in (0, 1): got ${frac}`);
+  const unfreezeAt = a.unfreezeAt ? parseNumber(a.unfreezeAt, '--unfreeze-at', true, { atLeast: 1 }) : undefined;
   const out = path.resolve(a.out ?? 'finetune-out');
-  if (epochs < 1 || batchSize < 1 || !(lr > 0) || size < 8) throw new UsageError('--epochs, --batch-size, --size must be positive and --lr > 0');
+  if (fs.statSync(out, { throwIfNoEntry: false })?.isDirectory() === false) {
+    throw new UsageError(`--out '${out}' is a file: it must be a folder (finetune writes model.pt, metrics.json and a report there)`);
+  }
   if (a.resume && !fs.existsSync(path.join(out, 'checkpoints', 'latest.json'))) {
     throw new UsageError(`--resume: no checkpoint in ${path.join(out, 'checkpoints')}`);
   }
@@ -95,10 +101,8 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     valSet = v;
     valFiles = v.samples.map(([f]) => f);
   } else {
-    const frac = parseNumber(a.valSplit ?? '0.1', '--val-split');
-    if (!(frac > 0 && frac < 1)) throw new UsageError(`--val-split must be in (0, 1): got ${frac}`);
     const order = new Rng(seed).permutation(trainAll.length);
-    const nVal = Math.max(1, Math.round(trainAll.length * frac));
+    const nVal = Math.max(1, Math.round(trainAll.length * frac!));
     if (trainAll.length - nVal < 1) throw new UsageError(`--data has only ${trainAll.length} image(s): too few to split off a validation set`);
     const valIdx = [...order.slice(0, nVal)].sort((x, y) => x - y);
     trainSet = new Subset(trainAll, order.slice(nVal));
@@ -122,7 +126,6 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   }
   const totalSteps = epochs * trainLoader.length;
   const { optimizer, scheduler } = recipe(model, lr, totalSteps);
-  const unfreezeAt = a.unfreezeAt ? parseNumber(a.unfreezeAt, '--unfreeze-at', true) : undefined;
   const stages = unfreezeAt ? [{ epoch: unfreezeAt - 1, unfreeze: '**', lr: lr / 10 }] : [];
 
   await fsp.mkdir(out, { recursive: true }).catch((err) => {
