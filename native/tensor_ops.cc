@@ -136,6 +136,18 @@ const std::unordered_map<std::string, OpFn>& Table() {
          CheckTargets(t[0], t[1], I(a, 1));
          return OpOut{{at::cross_entropy_loss(t[0], t[1], w, I(a, 0), I(a, 1), D(a, 2))}};
        }},
+      // Element-wise losses: t = [input, target, ...]; args[0] the reduction (0 none, 1 mean, 2 sum).
+      // bceWithLogits: t[2] the weight when args[1], then the pos_weight when args[2].
+      {"bceWithLogits", [](const Ts& t, const Args& a) {
+         c10::optional<at::Tensor> w, pw;
+         size_t k = 2;
+         if (B(a, 1) && k < t.size()) w = t[k++];
+         if (B(a, 2) && k < t.size()) pw = t[k++];
+         return OpOut{{at::binary_cross_entropy_with_logits(t[0], t[1], w, pw, I(a, 0))}};
+       }},
+      {"mseLoss", [](const Ts& t, const Args& a) { return OpOut{{at::mse_loss(t[0], t[1], I(a, 0))}}; }},
+      {"smoothL1Loss", [](const Ts& t, const Args& a) { return OpOut{{at::smooth_l1_loss(t[0], t[1], I(a, 0), D(a, 1))}}; }},
+      {"huberLoss", [](const Ts& t, const Args& a) { return OpOut{{at::huber_loss(t[0], t[1], I(a, 0), D(a, 1))}}; }},
       {"copy_", [](const Ts& t, const Args&) {
          NoGradGuard ng;
          t[0].copy_(t[1]);

@@ -1,5 +1,7 @@
 /** `torch.nn`: losses and utilities for training TorchScript models. */
 export { CrossEntropyLoss } from './loss';
 export type { CrossEntropyOptions } from './loss';
+export { BCEWithLogitsLoss, MSELoss, SmoothL1Loss, HuberLoss } from './losses';
+export type { BCEWithLogitsOptions, MSEOptions, SmoothL1Options, HuberOptions, Reduction, LossFunction } from './losses';
 export * as functional from './functional';
 export * as utils from './utils';
