@@ -50,7 +50,7 @@ export interface NativeModule {
   runMethod(name: string, inputs: unknown[], grad?: GradMode): Promise<unknown>;
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;
-  replaceLinear(path: string, outFeatures: number): Promise<void>;
+  replaceHeadLayer(path: string, outFeatures: number): Promise<void>;
   channelsLast(): Promise<void>;
   dispose(): void;
 }

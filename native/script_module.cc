@@ -315,7 +315,7 @@ Napi::Function ModuleWrap::Init(Napi::Env env) {
                                      InstanceMethod<&ModuleWrap::RunMethod>("runMethod"),
                                      InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
                                      InstanceMethod<&ModuleWrap::To>("to"),
-                                     InstanceMethod<&ModuleWrap::ReplaceLinear>("replaceLinear"),
+                                     InstanceMethod<&ModuleWrap::ReplaceHeadLayer>("replaceHeadLayer"),
                                      InstanceMethod<&ModuleWrap::ChannelsLast>("channelsLast"),
                                      InstanceMethod<&ModuleWrap::Dispose>("dispose"),
                                      InstanceAccessor<&ModuleWrap::GetDisposed>("disposed"),
@@ -486,8 +486,12 @@ Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
       });
 }
 
-// replaceLinear(path, outFeatures): new weight and bias initialised as torch.nn.Linear does.
-Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
+// replaceHeadLayer(path, outFeatures): a Linear layer, or a Conv2d (1x1 heads such as SqueezeNet's),
+// gets a new weight and bias with `outFeatures` outputs, initialised as torch.nn.Linear / Conv2d's
+// reset_parameters does: kaiming_uniform_(a=sqrt(5)) and the bias rule both reduce to
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)); drawn in the same order (weight, then bias), from the same
+// generator.
+Napi::Value ModuleWrap::ReplaceHeadLayer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModulePtr m = Of(env, info.This(), "replaceHead");
   std::string path = info[0].As<Napi::String>();
@@ -495,24 +499,30 @@ Napi::Value ModuleWrap::ReplaceLinear(const Napi::CallbackInfo& info) {
   return Addon(env).executor->Run(
       env, "replaceHead",
       [m, path, out] {
-        auto lin = Submodule(*m, path);
-        at::Tensor w = lin.attr("weight").toTensor();
-        if (w.dim() != 2) throw std::runtime_error("'" + path + "' has no 2-D weight: it is not a Linear layer");
-        int64_t in = w.size(1);
+        auto layer = Submodule(*m, path);
+        at::Tensor w = layer.attr("weight").toTensor();
+        if (w.dim() != 2 && w.dim() != 4) {
+          throw std::runtime_error("'" + path + "' has a " + std::to_string(w.dim()) + "-D weight: it is not a Linear or Conv2d layer");
+        }
+        if (w.dim() == 4 && layer.hasattr("groups") && layer.attr("groups").isInt() && layer.attr("groups").toInt() != 1) {
+          throw std::runtime_error("'" + path + "' is a grouped convolution: it cannot be a classification head");
+        }
+        std::vector<int64_t> shape = w.sizes().vec();
+        shape[0] = out;
+        int64_t fanIn = w.numel() / std::max<int64_t>(w.size(0), 1);
         NoGradGuard noGrad;
         auto opts = w.options().requires_grad(false);
-        // kaiming_uniform_(a=sqrt(5)) and the bias rule of torch.nn.Linear.reset_parameters both
-        // reduce to U(-1/sqrt(in), 1/sqrt(in)); drawn in the same order, from the same generator.
-        double bound = in > 0 ? 1.0 / std::sqrt(double(in)) : 0.0;
-        at::Tensor nw = at::empty({out, in}, opts).uniform_(-bound, bound);
-        lin.register_parameter("weight", nw.requires_grad_(true), false);
-        if (lin.hasattr("bias") && lin.attr("bias").isTensor()) {
+        double bound = fanIn > 0 ? 1.0 / std::sqrt(double(fanIn)) : 0.0;
+        at::Tensor nw = at::empty(shape, opts).uniform_(-bound, bound);
+        layer.register_parameter("weight", nw.requires_grad_(true), false);
+        if (layer.hasattr("bias") && layer.attr("bias").isTensor()) {
           at::Tensor nb = at::empty({out}, opts).uniform_(-bound, bound);
-          lin.register_parameter("bias", nb.requires_grad_(true), false);
+          layer.register_parameter("bias", nb.requires_grad_(true), false);
         }
-        // Scripted Linear keeps out_features as a class constant (only its repr reads it).
-        if (lin.hasattr("out_features") && lin.type()->findConstantSlot("out_features") == c10::nullopt) {
-          lin.setattr("out_features", out);
+        // Scripted Linear/Conv2d keep out_features/out_channels as class constants (only their repr
+        // reads them); where an instance attribute holds it, it follows.
+        for (const char* attr : {"out_features", "out_channels"}) {
+          if (layer.hasattr(attr) && layer.type()->findConstantSlot(attr) == c10::nullopt) layer.setattr(attr, out);
         }
       });
 }

@@ -23,7 +23,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value RunMethod(const Napi::CallbackInfo& info);
   Napi::Value SetTraining(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
-  Napi::Value ReplaceLinear(const Napi::CallbackInfo& info);
+  Napi::Value ReplaceHeadLayer(const Napi::CallbackInfo& info);
   Napi::Value ChannelsLast(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);

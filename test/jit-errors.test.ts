@@ -268,13 +268,13 @@ describe('replaceHead and freeze with bad arguments', () => {
 
   test('a name that is not a Linear layer lists the candidates', async () => {
     expect((await rejection(resnet.replaceHead({ numClasses: 5, name: 'layer4' })))
-      .message).toBe("replaceHead: 'layer4' is not a Linear layer of this model; candidates: fc");
+      .message).toBe("replaceHead: 'layer4' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: fc");
     expect((await rejection(resnet.replaceHead({ numClasses: 5, name: 'conv1' })))
-      .message).toBe("replaceHead: 'conv1' is not a Linear layer of this model; candidates: fc");
+      .message).toBe("replaceHead: 'conv1' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: fc");
     expect((await rejection(resnet.replaceHead({ numClasses: 5, name: 'nope' })))
-      .message).toBe("replaceHead: 'nope' is not a Linear layer of this model; candidates: fc");
+      .message).toBe("replaceHead: 'nope' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: fc");
     expect((await rejection(mlp.replaceHead({ numClasses: 5, name: '1' })))
-      .message).toBe("replaceHead: '1' is not a Linear layer of this model; candidates: 2, 0");
+      .message).toBe("replaceHead: '1' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: 2, 0");
     expect(resnet.namedParameters().find(([n]) => n === 'fc.weight')![1].shape).toEqual([1000, 512]);
   });
 
@@ -287,7 +287,7 @@ torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
     const model = await torch.jit.load(file);
     expect(model.headCandidates()).toEqual([]);
     const err = await rejection(model.replaceHead({ numClasses: 3 }));
-    expect(err.message).toBe('replaceHead: the model has no Linear layer to replace; its last modules are: 0 (Conv2d), 1 (ReLU)');
+    expect(err.message).toBe('replaceHead: the model has no Linear layer (or final 1x1 Conv2d) to replace; its last modules are: 0 (Conv2d), 1 (ReLU)');
     model.dispose();
   });
 

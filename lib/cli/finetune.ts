@@ -122,7 +122,7 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const freeze = a.freeze?.split(',').map((s) => s.trim()).filter(Boolean);
   if (freeze?.length) {
     model.freeze(freeze.includes('backbone') ? undefined : freeze);
-    model.unfreeze(`${head}.**`);
+    model.unfreeze([head, ...model.auxiliaryHeads(head)].map((h) => `${h}.**`));
   }
   const totalSteps = epochs * trainLoader.length;
   const { optimizer, scheduler } = recipe(model, lr, totalSteps);

@@ -218,13 +218,36 @@ export class ScriptModule {
     return this.snap.methods.map((m) => ({ name: m.name, args: m.args.map(({ name, type }) => ({ name, type })), returns: m.returns }));
   }
 
-  /** Linear layers that could be the classification head, last first. */
+  /**
+   * Layers that could be the classification head, last first: every Linear layer, and a 1x1
+   * Conv2d that is the model's last layer with a weight (SqueezeNet's `classifier.1`).
+   */
   headCandidates(): string[] {
     const p = new Map(this.params);
-    return this.snap.modules
-      .filter((m) => m.name !== '' && /(^|\.)Linear$/.test(m.type) && (p.get(`${m.name}.weight`)?.ndim ?? 0) === 2)
-      .map((m) => m.name)
-      .reverse();
+    const named = this.snap.modules.filter((m) => m.name !== '');
+    const linear = named.filter((m) => /(^|\.)Linear$/.test(m.type) && (p.get(`${m.name}.weight`)?.ndim ?? 0) === 2).map((m) => m.name).reverse();
+    const weighted = named.filter((m) => p.has(`${m.name}.weight`));
+    const last = weighted[weighted.length - 1];
+    const w = last && p.get(`${last.name}.weight`)!;
+    const conv = last && /(^|\.)Conv2d$/.test(last.type) && w!.ndim === 4 && w!.shape[2] === 1 && w!.shape[3] === 1 ? [last.name] : [];
+    return [...conv, ...linear];
+  }
+
+  /**
+   * The auxiliary classifiers that go with the head `head` (default: the first head candidate):
+   * Linear layers inside a module whose name says aux (Inception v3's `AuxLogits.fc`, GoogLeNet's
+   * `aux1.fc2`) with as many outputs as the head. `replaceHead` replaces them too.
+   *
+   * @example
+   * inception.auxiliaryHeads(); // ['AuxLogits.fc']
+   */
+  auxiliaryHeads(head?: string): string[] {
+    const candidates = this.headCandidates();
+    const main = head ?? candidates[0];
+    const p = new Map(this.params);
+    const outputs = p.get(`${main}.weight`)?.shape[0];
+    if (outputs === undefined) return [];
+    return candidates.filter((c) => c !== main && /(^|\.)[^.]*aux[^.]*\./i.test(c) && p.get(`${c}.weight`)!.shape[0] === outputs).reverse();
   }
 
   /**
@@ -299,36 +322,45 @@ export class ScriptModule {
   unfreeze(patterns?: NamePattern): this { return this.setTrainable(patterns, true, 'unfreeze()'); }
 
   /**
-   * Replaces the classification head (a Linear layer) with a freshly initialised one of
-   * `numClasses` outputs, as `torch.nn.Linear` initialises it. Without `name`, picks the final
-   * Linear (ResNet `fc`, VGG `classifier.6`, ViT `heads.head`, BERT `classifier`) and reports it.
-   * The new head is trainable. Resolves to the head's name.
+   * Replaces the classification head with a freshly initialised layer of `numClasses` outputs, as
+   * `torch.nn.Linear` (or `Conv2d`) initialises it. Without `name`, picks the final Linear (ResNet
+   * `fc`, VGG and AlexNet `classifier.6`, DenseNet `classifier`, ViT `heads.head`, BERT `classifier`)
+   * or a final 1x1 Conv2d (SqueezeNet `classifier.1`), and reports it. Auxiliary heads of the same
+   * outputs (Inception v3's `AuxLogits.fc`, see `auxiliaryHeads`) are replaced too, and reported,
+   * unless `aux: false`. The new layers are trainable. Resolves to the head's name.
    *
    * @example
    * const head = await model.replaceHead({ numClasses: 5 }); // 'fc'
    */
-  async replaceHead(options: { numClasses: number; name?: string; log?: (msg: string) => void }): Promise<string> {
+  async replaceHead(options: { numClasses: number; name?: string; aux?: boolean; log?: (msg: string) => void }): Promise<string> {
     if (options === null || typeof options !== 'object') throw new TypeError('replaceHead: expected { numClasses, name? }');
     check.integer(options.numClasses, 'replaceHead: numClasses', 1, 1 << 24);
+    if (options.aux !== undefined) check.boolean(options.aux, 'replaceHead: aux');
     const h = this.live('replaceHead()');
     this.idle('replaceHead()');
     const candidates = this.headCandidates();
+    const log = options.log ?? ((m: string) => process.stderr.write(`finetorch: ${m}\n`));
+    const params = new Map(this.params);
+    const describe = (layer: string) => {
+      const w = params.get(`${layer}.weight`)!;
+      const kind = w.ndim === 4 ? `Conv2d 1x1` : 'Linear';
+      return [`(${kind} ${w.shape[1]} -> ${w.shape[0]})`, `now ${w.shape[1]} -> ${options.numClasses}`];
+    };
     let name = options.name;
     if (name === undefined) {
       if (candidates.length === 0) {
         const mods = this.snap.modules.filter((m) => m.name).slice(-8).map((m) => `${m.name} (${m.type.split('.').pop()})`);
-        throw new Error(`replaceHead: the model has no Linear layer to replace; its last modules are: ${mods.join(', ') || 'none'}`);
+        throw new Error(`replaceHead: the model has no Linear layer (or final 1x1 Conv2d) to replace; its last modules are: ${mods.join(', ') || 'none'}`);
       }
       name = candidates[0];
-      const w = new Map(this.params).get(`${name}.weight`)!;
-      (options.log ?? ((m: string) => process.stderr.write(`finetorch: ${m}\n`)))(
-        `replaceHead chose '${name}' (Linear ${w.shape[1]} -> ${w.shape[0]}), now ${w.shape[1]} -> ${options.numClasses}`,
-      );
+      log(`replaceHead chose '${name}' ${describe(name).join(', ')}`);
     } else if (!candidates.includes(name)) {
-      throw new Error(`replaceHead: '${name}' is not a Linear layer of this model; candidates: ${candidates.join(', ') || 'none'}`);
+      throw new Error(`replaceHead: '${name}' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: ${candidates.join(', ') || 'none'}`);
     }
-    await h.replaceLinear(name, options.numClasses);
-    this.adopt(await h.snapshot(), [`${name}.weight`, `${name}.bias`]);
+    const aux = options.aux === false ? [] : this.auxiliaryHeads(name);
+    for (const a of aux) log(`replaceHead also replaced the auxiliary head '${a}' ${describe(a).join(', ')}`);
+    for (const layer of [name, ...aux]) await h.replaceHeadLayer(layer, options.numClasses);
+    this.adopt(await h.snapshot(), [name, ...aux].flatMap((l) => [`${l}.weight`, `${l}.bias`]));
     if (this.mode) this.train(true);
     return name;
   }
