@@ -1,17 +1,22 @@
 /**
- * `train.fit`: the fine-tuning loop. Each batch is one queued native task (forward, loss,
+ * `train.fit`: the fine-tuning loop. A one-tensor-in, logits-out model trained with
+ * cross-entropy takes the fused path: each batch is one queued native task (forward, loss,
  * backward, clipping, optimizer step, zero-grad), so the event loop stays free and a step costs
- * one round trip.
+ * one round trip. Every other model and loss takes the generic step (generic_step.ts), which ends
+ * in the same native update.
  */
 import * as fs from 'fs';
 import * as check from '../check';
 import type { ScriptModule } from '../jit/module';
 import type { NamePattern } from '../jit/patterns';
 import { native } from '../native';
+import { Tensor } from '../tensor';
 import { CrossEntropyLoss } from '../nn/loss';
 import type { Optimizer } from '../optim/optimizer';
 import { OneCycleLR, ReduceLROnPlateau, type LRScheduler } from '../optim/lr_scheduler';
 import { batches, release, type BatchSource } from './batch';
+import { checkLoss, genericStep, type FitLoss } from './generic_step';
+import { checkOutputChoice, describeInput, returnsTensor, type OutputChoice } from './model_io';
 import { readCheckpoint, restoreCheckpoint, saveCheckpoint, type TrainingPosition } from './checkpoint';
 import { evaluate, type EvaluateResult } from './evaluate';
 import { makeProgress } from './progress';
@@ -20,6 +25,7 @@ import { makeProgress } from './progress';
 export interface EpochRecord {
   epoch: number;
   loss: number;
+  /** Top-1 accuracy over the epoch's batches; NaN when the targets are not class indices (multi-label, regression). */
   accuracy: number;
   valLoss?: number;
   valAccuracy?: number;
@@ -52,6 +58,7 @@ export interface Stage {
 /** Hooks for programmatic progress. */
 export interface FitCallbacks {
   onEpochStart?(info: { epoch: number }): void | Promise<void>;
+  /** `correct` is NaN when the targets are not class indices. */
   onBatchEnd?(info: { epoch: number; batch: number; globalStep: number; loss: number; correct: number; size: number; lr: number[] }): void | Promise<void>;
   onEpochEnd?(record: EpochRecord): void | Promise<void>;
   onCheckpoint?(info: { path: string; globalStep: number }): void | Promise<void>;
@@ -63,7 +70,17 @@ export interface FitOptions {
   val?: BatchSource;
   epochs: number;
   optimizer: Optimizer;
-  loss?: CrossEntropyLoss;
+  /**
+   * `CrossEntropyLoss` (default), `BCEWithLogitsLoss` (multi-label, float 0/1 targets [B, L]),
+   * `MSELoss`, `SmoothL1Loss`, `HuberLoss` (regression), or a function `(output, target) =>
+   * Promise<Tensor>` resolving to a scalar.
+   */
+  loss?: FitLoss;
+  /**
+   * Which of `forward`'s outputs the loss reads when it returns a tuple/list (an index, default 0)
+   * or a dict (a key, default 'logits').
+   */
+  output?: OutputChoice;
   scheduler?: LRScheduler | ReduceLROnPlateau;
   /** When the scheduler steps: per 'batch' (default for OneCycleLR) or per 'epoch' (others). */
   schedulerStep?: 'batch' | 'epoch';
@@ -108,6 +125,8 @@ function validate(model: ScriptModule, o: FitOptions): void {
   if (o.nonFinite !== undefined && o.nonFinite !== 'error' && o.nonFinite !== 'skip') throw new TypeError("fit: nonFinite must be 'error' or 'skip'");
   if (o.amp !== undefined && o.amp !== false && o.amp !== 'bf16' && o.amp !== 'fp16') throw new TypeError("fit: amp must be 'bf16', 'fp16' or false");
   if (o.device !== undefined) check.device(o.device, 'fit: device');
+  checkLoss(o.loss, 'fit');
+  checkOutputChoice(o.output, 'fit');
   const device = o.device ?? model.device;
   if (o.amp === 'fp16' && !device.startsWith('cuda')) throw new Error("fit: amp 'fp16' needs a CUDA device (use 'bf16' on CPU)");
   for (const s of o.stages ?? []) {
@@ -172,6 +191,9 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
 async function trainLoop(model: ScriptModule, options: FitOptions): Promise<History> {
   const { optimizer, scheduler, epochs } = options;
   const lossFn = options.loss ?? new CrossEntropyLoss();
+  // The fused native step handles one input tensor, one logits tensor and cross-entropy on class
+  // indices; everything else takes the generic step.
+  const fusable = lossFn instanceof CrossEntropyLoss && options.output === undefined && returnsTensor(model);
   const accum = options.gradAccumulation ?? 1;
   const perBatch = (options.schedulerStep ?? (scheduler instanceof OneCycleLR ? 'batch' : 'epoch')) === 'batch';
   const stages = [...(options.stages ?? [])].sort((a, b) => a.epoch - b.epoch);
@@ -224,23 +246,32 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
     for await (const b of batches(options.train, 'fit: train')) {
       if (index++ < startBatch) { release(b, keep); continue; }
       if (options.signal?.aborted) { release(b, keep); throw new Error('fit: aborted'); }
-      let r;
+      let r: { loss: number; correct: number; total: number };
       try {
-        if (b.target.dtype !== 'int64') throw new TypeError(`batch targets must be int64 class indices, got ${b.target.dtype}`);
-        if (b.input.shape[0] !== b.target.shape[0]) {
-          throw new Error(`inputs and labels disagree: ${b.input.shape[0]} inputs (shape [${b.input.shape}]) but ${b.target.shape[0]} labels`);
-        }
         const doStep = (pending + 1) % accum === 0;
-        r = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
-          reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
-          lossScale: 1 / accum, clipNorm: doStep ? options.clipGradNorm ?? 0 : 0, step: doStep, zeroGrad: doStep,
-          amp, channelsLast: options.channelsLast ?? false, device,
-        });
+        if (fusable && lossFn instanceof CrossEntropyLoss && b.input instanceof Tensor && b.target.dtype === 'int64') {
+          if (b.input.shape[0] !== b.target.shape[0]) {
+            throw new Error(`inputs and labels disagree: ${b.input.shape[0]} inputs (shape [${b.input.shape}]) but ${b.target.shape[0]} labels`);
+          }
+          const f = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
+            reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
+            lossScale: 1 / accum, clipNorm: doStep ? options.clipGradNorm ?? 0 : 0, step: doStep, zeroGrad: doStep,
+            amp, channelsLast: options.channelsLast ?? false, device,
+          });
+          r = f;
+        } else {
+          if (amp !== 0) {
+            throw new Error(`amp '${options.amp}' is only supported for the fused step (one input tensor, a Tensor output, CrossEntropyLoss on int64 labels); ` +
+              'this model, batch or loss trains without amp');
+          }
+          const g = await genericStep({ model, optimizer, loss: lossFn, output: options.output, device, accumulation: accum, clipGradNorm: options.clipGradNorm ?? 0 }, b, doStep);
+          r = { ...g, correct: g.correct ?? NaN };
+        }
         pending = doStep ? 0 : pending + 1;
       } catch (err) {
         const msg = (err as Error).message;
         const oom = /out of memory/i.test(msg)
-          ? ` — the step for a batch of shape [${b.input.shape}] did not fit in ${device} memory; try a smaller batchSize, amp: 'bf16', or gradAccumulation`
+          ? ` — the step for a batch of shape ${describeInput(b.input)} did not fit in ${device} memory; try a smaller batchSize, amp: 'bf16', or gradAccumulation`
           : '';
         throw new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${msg}${oom}`);
       } finally {
@@ -288,8 +319,9 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
     if (scheduler instanceof ReduceLROnPlateau) scheduler.step(record.valLoss ?? record.loss);
     else if (scheduler && !perBatch) scheduler.step();
     history.epochs.push(record);
-    progress.end(`epoch ${record.epoch}/${epochs}: loss ${record.loss.toFixed(4)} acc ${record.accuracy.toFixed(3)}` +
-      (record.valLoss !== undefined ? ` | val loss ${record.valLoss.toFixed(4)} acc ${record.valAccuracy!.toFixed(3)}` : '') +
+    const acc = (v: number | undefined) => (Number.isNaN(v) ? '' : ` acc ${v!.toFixed(3)}`);
+    progress.end(`epoch ${record.epoch}/${epochs}: loss ${record.loss.toFixed(4)}${acc(record.accuracy)}` +
+      (record.valLoss !== undefined ? ` | val loss ${record.valLoss.toFixed(4)}${acc(record.valAccuracy)}` : '') +
       ` | lr ${record.lr[0].toExponential(2)} | ${record.samplesPerSec.toFixed(1)} samples/s`);
     await options.callbacks?.onEpochEnd?.(record);
     if (ckpt && (ckpt.everyEpoch ?? true)) await save({ ...pos, epoch: pos.epoch + 1, batch: 0 });

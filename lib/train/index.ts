@@ -2,5 +2,7 @@
 export { fit } from './fit';
 export type { FitOptions, History, EpochRecord, Stage, FitCallbacks } from './fit';
 export { evaluate, predict } from './evaluate';
-export type { EvaluateResult } from './evaluate';
-export type { Batch, BatchSource } from './batch';
+export type { EvaluateResult, EvaluateOptions, EvaluateTask, MultiLabelResult, PredictOptions } from './evaluate';
+export type { Batch, BatchSource, ModelInput } from './batch';
+export type { FitLoss } from './generic_step';
+export type { OutputChoice } from './model_io';
