@@ -21,7 +21,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bench/**/*.js', 'scripts/*.js', 'scripts/find-libtorch', 'scripts/prebuild', 'test/fixtures/**/*.js'],
+    files: ['bench/**/*.js', 'scripts/*.js', 'scripts/find-libtorch', 'scripts/install', 'scripts/prebuild', 'test/fixtures/**/*.js'],
     languageOptions: { sourceType: 'commonjs', globals: globals.node },
     rules: {
       '@typescript-eslint/no-require-imports': 'off',

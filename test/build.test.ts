@@ -1,4 +1,4 @@
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -47,9 +47,9 @@ describe('build', () => {
     expect(() => checkLibtorchVersion({ builtWith: '1.13.0', runtime: '1.13.1', cuda: null, cudaCompiled: false })).not.toThrow();
   });
 
-  test('the prebuildify (node-gyp) binary loads and computes when there is no local build', () => {
+  test('the prebuild (the cmake-js binary packed by scripts/prebuild) loads and computes when there is no local build', () => {
     const prebuilt = path.join(root, 'prebuilds', 'linux-x64', 'finetorch.node');
-    expect(fs.existsSync(prebuilt)).toBe(true); // made by `npm run prebuild` (scripts/setup runs it)
+    expect(fs.existsSync(prebuilt)).toBe(true); // packed by scripts/prebuild (scripts/setup runs it)
     const pkg = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-prebuilt-'));
     try {
       fs.copyFileSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
@@ -66,6 +66,36 @@ describe('build', () => {
       const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: pkg }).toString());
       expect(out.from).toContain(path.join('prebuilds', 'linux-x64'));
       expect(out.y).toEqual([1, 2, 3, 4]);
+    } finally {
+      fs.rmSync(pkg, { recursive: true, force: true });
+    }
+  });
+
+  test('the install script keeps a binary that loads, and skips entirely under FINETORCH_SKIP_INSTALL_BUILD=1', () => {
+    const install = path.join(root, 'scripts', 'install');
+    expect(execFileSync(process.execPath, [install], { cwd: root, stdio: 'pipe' }).toString()).toBe('');
+    const env = { ...process.env, FINETORCH_SKIP_INSTALL_BUILD: '1' };
+    expect(execFileSync(process.execPath, [install], { cwd: root, env, stdio: 'pipe' }).toString()).toBe('');
+  });
+
+  test('the install script builds with cmake-js when no binary loads, saying why, without a stack trace', () => {
+    // A package with no binary, and a cmake-js that records how it was called instead of building.
+    const pkg = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-install-'));
+    try {
+      fs.copyFileSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
+      fs.mkdirSync(path.join(pkg, 'scripts'));
+      fs.copyFileSync(path.join(root, 'scripts', 'install'), path.join(pkg, 'scripts', 'install'));
+      fs.mkdirSync(path.join(pkg, 'node_modules', 'cmake-js', 'bin'), { recursive: true });
+      fs.symlinkSync(path.join(root, 'node_modules', 'node-gyp-build'), path.join(pkg, 'node_modules', 'node-gyp-build'));
+      fs.writeFileSync(path.join(pkg, 'node_modules', 'cmake-js', 'bin', 'cmake-js'),
+        "require('fs').writeFileSync('cmake-js-args', process.argv.slice(2).join(' '));\n");
+      const env = { ...process.env };
+      delete env.FINETORCH_SKIP_INSTALL_BUILD;
+      const r = spawnSync(process.execPath, [path.join(pkg, 'scripts', 'install')], { cwd: pkg, env, encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/^finetorch: no prebuilt binary loads here \(No native build was found for platform=linux .*\); building from source with cmake-js\n$/);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(fs.readFileSync(path.join(pkg, 'cmake-js-args'), 'utf8')).toBe('compile --out build');
     } finally {
       fs.rmSync(pkg, { recursive: true, force: true });
     }
