@@ -3,7 +3,7 @@
     {
       "target_name": "finetorch",
       "sources": [
-        "native/addon.cc", "native/amp.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/device.cc", "native/executor.cc", "native/optimizer.cc",
+        "native/addon.cc", "native/amp.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/device.cc", "native/executor.cc", "native/generic_step.cc", "native/optimizer.cc",
         "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc"
       ],
       "include_dirs": [

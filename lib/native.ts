@@ -102,6 +102,10 @@ export interface Binding {
   /** The update for gradients accumulated without a step (unscale, clip, step, zero-grad), as trainStep applies it. */
   applyStep(optimizer: NativeOptimizer, options: { clipNorm: number; amp: number }): Promise<{ gradNorm: number | null; skipped: boolean; scale: number }>;
   clipGradNorm(params: NativeTensor[], maxNorm: number, normType: number): Promise<number>;
+  /** `forward` with grad on under autocast (amp 1 bf16, 2 fp16), inputs moved to `device`: fit's generic step with `amp`. */
+  forwardAutocast(module: NativeModule, inputs: (NativeTensor | Record<string, NativeTensor>)[], options: { amp: number; device: string }): Promise<unknown>;
+  /** Backward of `loss * factor`, times the optimizer's loss scale when amp is 2 (fp16). */
+  scaledBackward(optimizer: NativeOptimizer, loss: NativeTensor, options: { factor: number; amp: number }): Promise<void>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string, code?: [string, string][]): Promise<NativeModule>;
   Tensor: new (...args: never[]) => NativeTensor;

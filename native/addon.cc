@@ -3,6 +3,7 @@
 #include "collate.h"
 #include "device.h"
 #include "executor.h"
+#include "generic_step.h"
 #include "optimizer.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -34,6 +35,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
   exports.Set("applyStep", Napi::Function::New(env, ApplyAccumulated));
   exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm));
+  exports.Set("forwardAutocast", Napi::Function::New(env, ForwardAutocast));
+  exports.Set("scaledBackward", Napi::Function::New(env, ScaledBackward));
   exports.Set("fromData", Napi::Function::New(env, FromData));
   exports.Set("factory", Napi::Function::New(env, Factory));
   exports.Set("op", Napi::Function::New(env, Op));

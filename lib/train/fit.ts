@@ -260,11 +260,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
           });
           r = f;
         } else {
-          if (amp !== 0) {
-            throw new Error(`amp '${options.amp}' is only supported for the fused step (one input tensor, a Tensor output, CrossEntropyLoss on int64 labels); ` +
-              'this model, batch or loss trains without amp');
-          }
-          const g = await genericStep({ model, optimizer, loss: lossFn, output: options.output, device, accumulation: accum, clipGradNorm: options.clipGradNorm ?? 0 }, b, doStep);
+          const g = await genericStep({ model, optimizer, loss: lossFn, output: options.output, device, accumulation: accum, clipGradNorm: options.clipGradNorm ?? 0, amp }, b, doStep);
           r = { ...g, correct: g.correct ?? NaN };
         }
         pending = doStep ? 0 : pending + 1;

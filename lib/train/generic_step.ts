@@ -1,9 +1,11 @@
 /**
  * The training step for every model and loss the fused native step does not cover (inputs that
  * are several tensors, outputs that are tuples or dicts, losses other than cross-entropy, a
- * user's loss function): forward in JS, the loss, `backward()` scaled by 1/gradAccumulation, and,
- * when the accumulation window closes, the same native update the fused step applies (clip,
- * step, zero-grad). It costs a few round trips to the executor per batch instead of one.
+ * user's loss function): forward (under autocast with `amp`, in one native task), the loss in
+ * float32, `backward()` scaled by 1/gradAccumulation (and the fp16 loss scale), and, when the
+ * accumulation window closes, the same native update the fused step applies (fp16 unscale and
+ * overflow skip, clip, step, zero-grad). It costs a few round trips to the executor per batch
+ * instead of one.
  */
 import { noGrad } from '../autograd';
 import type { ScriptModule } from '../jit/module';
@@ -61,6 +63,8 @@ export interface GenericStepContext {
   device: string;
   accumulation: number;
   clipGradNorm: number;
+  /** 0 none, 1 bf16, 2 fp16 (as native.trainStep's). */
+  amp: number;
 }
 
 /** @internal One batch through forward, loss and backward; applies the update when `doStep`. */
@@ -75,9 +79,12 @@ export async function genericStep(ctx: GenericStepContext, b: Batch<ModelInput>,
   const made: Tensor[] = target === b.target ? [] : [target];
   let out: unknown;
   try {
-    const r = await runForward(ctx.model, b.input, ctx.device, ctx.output, what);
+    const r = await runForward(ctx.model, b.input, ctx.device, ctx.output, what, ctx.amp);
     out = r.out;
-    const loss = await computeLoss(ctx.loss, r.pred, target, what);
+    // Under autocast the output may be bf16/fp16; the loss is computed in float32, as the fused step does.
+    const pred = r.pred.dtype === 'bfloat16' || r.pred.dtype === 'float16' ? await r.pred.to({ dtype: 'float32' }) : r.pred;
+    if (pred !== r.pred) made.push(pred);
+    const loss = await computeLoss(ctx.loss, pred, target, what);
     made.push(loss);
     const value = Number(await loss.item());
     if (!Number.isFinite(value)) {
@@ -85,12 +92,10 @@ export async function genericStep(ctx: GenericStepContext, b: Batch<ModelInput>,
       await ctx.optimizer.zeroGrad();
       return { loss: value, correct: null, total, skipped: false };
     }
-    const scaled = ctx.accumulation === 1 ? loss : await loss.mul(1 / ctx.accumulation);
-    if (scaled !== loss) made.push(scaled);
-    await scaled.backward();
-    const correct = await countCorrect(r.pred, target);
+    await native.scaledBackward(ctx.optimizer.handle, loss.handle, { factor: 1 / ctx.accumulation, amp: ctx.amp });
+    const correct = await countCorrect(pred, target);
     let skipped = false;
-    if (doStep) skipped = (await native.applyStep(ctx.optimizer.handle, { clipNorm: ctx.clipGradNorm, amp: 0 })).skipped;
+    if (doStep) skipped = (await native.applyStep(ctx.optimizer.handle, { clipNorm: ctx.clipGradNorm, amp: ctx.amp })).skipped;
     return { loss: value, correct, total, skipped };
   } finally {
     disposeOutput(out);

@@ -4,6 +4,7 @@
  * that the loss and the metrics read is picked out of whatever `forward` returns.
  */
 import type { ScriptModule } from '../jit/module';
+import { native, type NativeTensor } from '../native';
 import { Tensor } from '../tensor';
 import { inputTensors, type ModelInput } from './batch';
 
@@ -139,17 +140,36 @@ export function disposeOutput(out: unknown): void {
   else if (out !== null && typeof out === 'object') Object.values(out).forEach(disposeOutput);
 }
 
+function wrap(v: unknown): unknown {
+  if (v instanceof native.Tensor) return new Tensor(v as NativeTensor);
+  if (Array.isArray(v)) return v.map(wrap);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, wrap(x)]));
+  return v;
+}
+
+/** `forward` under autocast, in one executor task (autocast is thread-local to the executor). */
+async function forwardAutocast(model: ScriptModule, input: ModelInput, device: string, amp: number, what: string): Promise<unknown> {
+  const args = forwardArgs(model, input, what).map((a) => (a instanceof Tensor ? a.handle
+    : Object.fromEntries(Object.entries(a as Record<string, Tensor>).map(([k, t]) => [k, t.handle]))));
+  return wrap(await native.forwardAutocast(model.handle, args, { amp, device }));
+}
+
 /**
- * @internal Runs `forward` on `input` (moved to `device`) and returns everything it returned plus
- * the chosen prediction; the moved copies are already disposed.
+ * @internal Runs `forward` on `input` (moved to `device`; under autocast when `amp` is 1 (bf16)
+ * or 2 (fp16)) and returns everything it returned plus the chosen prediction; the moved copies
+ * are already disposed.
  */
-export async function runForward(model: ScriptModule, input: ModelInput, device: string, choice: OutputChoice | undefined, what: string): Promise<{ out: unknown; pred: Tensor }> {
-  const { input: x, moved } = await inputOn(input, device);
+export async function runForward(model: ScriptModule, input: ModelInput, device: string, choice: OutputChoice | undefined, what: string, amp = 0): Promise<{ out: unknown; pred: Tensor }> {
   let out: unknown;
-  try {
-    out = await model.forward(...forwardArgs(model, x, what));
-  } finally {
-    for (const t of moved) t.dispose();
+  if (amp !== 0) {
+    out = await forwardAutocast(model, input, device, amp, what);
+  } else {
+    const { input: x, moved } = await inputOn(input, device);
+    try {
+      out = await model.forward(...forwardArgs(model, x, what));
+    } finally {
+      for (const t of moved) t.dispose();
+    }
   }
   try {
     return { out, pred: selectOutput(out, choice, what) };

@@ -1,0 +1,144 @@
+#include "generic_step.h"
+
+#include "amp.h"
+#include "executor.h"
+#include "optimizer.h"
+#include "script_module.h"
+#include "tensor.h"
+
+namespace finetorch {
+
+namespace {
+
+// One positional argument: a tensor, or named tensors for a Dict[str, Tensor] parameter.
+struct InputArg {
+  SlotPtr tensor;
+  std::vector<std::pair<std::string, SlotPtr>> named;
+};
+
+// An output on its way to JS: made on the executor thread, turned into JS values on the JS thread.
+struct OutVal {
+  enum Kind { None, TensorOut, List, Dict } kind = None;
+  at::Tensor tensor;
+  Meta meta;
+  std::vector<OutVal> items;
+  std::vector<std::string> keys;
+};
+
+OutVal FromIValue(const c10::IValue& iv) {
+  OutVal out;
+  if (iv.isNone()) return out;
+  if (iv.isTensor()) {
+    out.kind = OutVal::TensorOut;
+    out.tensor = iv.toTensor();
+    out.meta = Meta::Of(out.tensor);
+  } else if (iv.isTuple() || iv.isList()) {
+    out.kind = OutVal::List;
+    if (iv.isTuple()) for (auto& x : iv.toTupleRef().elements()) out.items.push_back(FromIValue(x));
+    else for (const auto& x : iv.toListRef()) out.items.push_back(FromIValue(x));
+  } else if (iv.isGenericDict()) {
+    out.kind = OutVal::Dict;
+    for (const auto& kv : iv.toGenericDict()) {
+      if (!kv.key().isString()) throw std::runtime_error("forward returned a dict whose keys are not strings");
+      out.keys.push_back(kv.key().toStringRef());
+      out.items.push_back(FromIValue(kv.value()));
+    }
+  } else {
+    throw std::runtime_error("forward returned a " + iv.tagKind() + ", not tensors");
+  }
+  return out;
+}
+
+Napi::Value ToJs(Napi::Env env, OutVal& v) {
+  switch (v.kind) {
+    case OutVal::TensorOut: {
+      auto slot = std::make_shared<Slot>();
+      slot->t = v.tensor;
+      return TensorWrap::New(env, slot, v.meta);
+    }
+    case OutVal::List: {
+      Napi::Array a = Napi::Array::New(env, v.items.size());
+      for (size_t i = 0; i < v.items.size(); i++) a.Set(i, ToJs(env, v.items[i]));
+      return a;
+    }
+    case OutVal::Dict: {
+      Napi::Object o = Napi::Object::New(env);
+      for (size_t i = 0; i < v.items.size(); i++) o.Set(v.keys[i], ToJs(env, v.items[i]));
+      return o;
+    }
+    default: return env.Null();
+  }
+}
+
+Amp ReadAmp(const Napi::Object& o) {
+  Napi::Value v = o.Get("amp");
+  return static_cast<Amp>(v.IsNumber() ? v.As<Napi::Number>().Int32Value() : 0);
+}
+
+}  // namespace
+
+Napi::Value ForwardAutocast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModulePtr m = ModuleWrap::Of(env, info[0], "forward");
+  Napi::Array raw = info[1].As<Napi::Array>();
+  std::vector<InputArg> inputs(raw.Length());
+  for (uint32_t i = 0; i < raw.Length(); i++) {
+    Napi::Value v = raw.Get(i);
+    if (v.IsObject() && !v.As<Napi::Object>().InstanceOf(Addon(env).tensorCtor.Value())) {
+      Napi::Object o = v.As<Napi::Object>();
+      Napi::Array keys = o.GetPropertyNames();
+      for (uint32_t k = 0; k < keys.Length(); k++) {
+        std::string key = keys.Get(k).As<Napi::String>();
+        inputs[i].named.emplace_back(key, TensorWrap::SlotOf(env, o.Get(key), "forward input '" + key + "'"));
+      }
+    } else {
+      inputs[i].tensor = TensorWrap::SlotOf(env, v, "forward input");
+    }
+  }
+  Napi::Object o = info[2].As<Napi::Object>();
+  Amp amp = ReadAmp(o);
+  std::string device = o.Get("device").IsString() ? o.Get("device").As<Napi::String>().Utf8Value() : "";
+  return Addon(env).executor->Submit<OutVal>(
+      env, "forward",
+      [=] {
+        AutoGradMode grad(true);
+        c10::Device dev = device.empty() ? c10::Device(c10::kCPU) : ParseDevice(device);
+        std::vector<c10::IValue> args;
+        for (const auto& in : inputs) {
+          if (in.tensor) {
+            at::Tensor x = in.tensor->get();
+            args.emplace_back(x.device() == dev ? x : x.to(dev));
+          } else {
+            c10::Dict<std::string, at::Tensor> dict;
+            for (const auto& [key, slot] : in.named) {
+              at::Tensor x = slot->get();
+              dict.insert(key, x.device() == dev ? x : x.to(dev));
+            }
+            args.emplace_back(dict);
+          }
+        }
+        AutocastScope autocast(amp, dev);
+        return FromIValue(m->forward(args));
+      },
+      [](Napi::Env env, OutVal& out) -> Napi::Value { return ToJs(env, out); });
+}
+
+Napi::Value ScaledBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  OptimizerPtr opt = OptimizerWrap::Of(env, info[0], "backward");
+  SlotPtr loss = TensorWrap::SlotOf(env, info[1], "backward");
+  Napi::Object o = info[2].As<Napi::Object>();
+  double factor = o.Get("factor").As<Napi::Number>().DoubleValue();
+  Amp amp = ReadAmp(o);
+  return Addon(env).executor->Run(env, "backward", [=] {
+    at::Tensor l = loss->get();
+    if (amp == Amp::FP16) {
+      opt->scaler.init(l.device());
+      (l * factor * opt->scaler.scale).backward();
+    } else {
+      (factor == 1.0 ? l : l * factor).backward();
+    }
+  });
+}
+
+}  // namespace finetorch
