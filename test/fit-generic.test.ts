@@ -324,6 +324,20 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
     expect(relDiff(Array.from(await probs.data() as Float32Array), ref.dictBertEval.probs)).toBeLessThan(1e-5);
   });
 
+  test('a DataLoader of variable-length token samples, padded with padValue 0, trains the dict model as PyTorch did on the fixed-length batches', async () => {
+    const samples = LENS.map((len, i) => ({
+      input: {
+        input_ids: { data: BigInt64Array.from(IDS.slice(i * T, i * T + len), BigInt), shape: [len] },
+        attention_mask: { data: new BigInt64Array(len).fill(1n), shape: [len] },
+      },
+      target: TXT_Y[i],
+    }));
+    const ds = { length: samples.length, get: async (i: number) => samples[i] };
+    const train = new torch.data.DataLoader<(typeof samples)[number], { input_ids: Tensor; attention_mask: Tensor }>(ds, { batchSize: BS, padValue: 0 });
+    const { losses } = await fitLosses('dict_bert.pt', { train, keepBatches: false, opt: (p) => new torch.optim.AdamW(p, { lr: 0.05 }) });
+    expectLosses(losses, ref.dictBert);
+  });
+
   test('a tuple output with output: 1 and positional [input_ids, attention_mask] inputs trains as in PyTorch', async () => {
     const train = textBatches().map((b) => ({ input: [b.input.input_ids, b.input.attention_mask], target: b.target }));
     const { losses } = await fitLosses('tuple_bert.pt', { train, output: 1, opt: (p) => new torch.optim.SGD(p, { lr: 0.5 }) });

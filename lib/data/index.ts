@@ -14,6 +14,8 @@ export { TensorDataset } from './tensor_dataset';
 export type { TensorSource } from './tensor_dataset';
 export { DataLoader, defaultCollate } from './loader';
 export type { DataLoaderOptions, SkippedSample } from './loader';
+export { collate } from './collate';
+export type { StructuredSample, CollateOptions } from './collate';
 export { ImageFolder, IMAGE_EXTENSIONS } from './image_folder';
 export type { ImageFolderOptions, ImageFolderReport, DuplicateImage } from './image_folder';
 export { FashionMNIST } from './fashion_mnist';

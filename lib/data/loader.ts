@@ -7,7 +7,8 @@ import * as check from '../check';
 import { tensor } from '../creation';
 import { native } from '../native';
 import { Tensor } from '../tensor';
-import type { Batch } from '../train/batch';
+import type { Batch, ModelInput } from '../train/batch';
+import { checkPadValue, collate as collateStructured, type StructuredSample } from './collate';
 import {
   checkDataset, numel, prepareSample, SkippedSampleError,
   type DatasetLike, type HostData, type HostDataConstructor, type ItemContext, type PreparedSample, type Sample,
@@ -15,7 +16,7 @@ import {
 import { randomSeed, Rng } from './random';
 
 /** Options of a DataLoader. */
-export interface DataLoaderOptions<T> {
+export interface DataLoaderOptions<T, I extends ModelInput = Tensor> {
   /** Samples per batch (default 1). */
   batchSize?: number;
   /** A new random order every epoch (default false: dataset order). */
@@ -29,7 +30,12 @@ export interface DataLoaderOptions<T> {
   /** Put batches in page-locked memory (where CUDA is present) so copies to the GPU do not block. */
   pinMemory?: boolean;
   /** Builds a batch from the samples (in order) instead of the default stacking of `{ input, target }`. */
-  collate?: (items: T[]) => Batch | Promise<Batch>;
+  collate?: (items: T[]) => Batch<I> | Promise<Batch<I>>;
+  /**
+   * Pads 1-D fields of different lengths to the longest in the batch (one value, or one per field
+   * name: `{ input_ids: 0, attention_mask: 0, target: -100 }`); see `data.collate`.
+   */
+  padValue?: number | { [field: string]: number };
 }
 
 /** A sample left out of its batch (see `DataLoader.skipped`). */
@@ -105,9 +111,21 @@ export function defaultCollate(items: Sample[]): Batch {
   return assemble(items.map((s, k) => prepareSample(s, `defaultCollate: items[${k}]`)), items.map((_, k) => k), new Scratch());
 }
 
-function dispose(b: Batch | null): void {
-  b?.input?.dispose?.();
-  b?.target?.dispose?.();
+function dispose(b: Batch<ModelInput> | null): void {
+  if (!b) return;
+  const input = b.input as unknown;
+  const tensors = input instanceof Tensor ? [input] : Array.isArray(input) ? input : input && typeof input === 'object' ? Object.values(input) : [];
+  for (const t of tensors) (t as Tensor | undefined)?.dispose?.();
+  b.target?.dispose?.();
+}
+
+/** A sample that is not one array and a class index: several inputs, named inputs, or an array target. */
+function isStructured(s: unknown): boolean {
+  if (!s || typeof s !== 'object') return false;
+  const { input, target } = s as { input?: unknown; target?: unknown };
+  if (Array.isArray(input)) return true;
+  if (input && typeof input === 'object' && !('data' in input)) return true;
+  return !!target && typeof target === 'object' && ArrayBuffer.isView((target as { data?: unknown }).data);
 }
 
 /**
@@ -117,6 +135,8 @@ function dispose(b: Batch | null): void {
  * epoch; with `shuffle` the order is drawn from `seed` and the epoch, and the epoch also seeds
  * every sample's random transforms, so a seeded run repeats exactly. `train.fit` calls
  * `setEpoch` and disposes each batch; a hand-written loop must dispose the tensors it gets.
+ * Samples with several or named inputs, or array targets, are batched by `data.collate` (type the
+ * batches with the second type parameter); `padValue` pads variable-length 1-D sequences.
  *
  * @example
  * const loader = new data.DataLoader(trainSet, { batchSize: 32, shuffle: true, seed: 0 });
@@ -125,7 +145,7 @@ function dispose(b: Batch | null): void {
  *   input.dispose(); target.dispose();
  * }
  */
-export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
+export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements AsyncIterable<Batch<I>> {
   readonly dataset: DatasetLike<T>;
   readonly batchSize: number;
   readonly shuffle: boolean;
@@ -134,15 +154,16 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
   readonly dropLast: boolean;
   readonly prefetch: number;
   readonly pinMemory: boolean;
-  private readonly collate?: (items: T[]) => Batch | Promise<Batch>;
+  readonly padValue?: number | { [field: string]: number };
+  private readonly collate?: (items: T[]) => Batch<I> | Promise<Batch<I>>;
   private nextEpoch = 0;
   private readonly scratch = new Scratch();
   private skippedList: SkippedSample[] = [];
 
-  constructor(dataset: DatasetLike<T>, options: DataLoaderOptions<T> = {}) {
+  constructor(dataset: DatasetLike<T>, options: DataLoaderOptions<T, I> = {}) {
     this.dataset = checkDataset(dataset, 'DataLoader') as DatasetLike<T>;
     if (options === null || typeof options !== 'object') throw new TypeError('DataLoader: options must be an object');
-    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'pinMemory', 'collate'];
+    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'pinMemory', 'collate', 'padValue'];
     for (const k of Object.keys(options)) {
       if (!known.includes(k)) throw new TypeError(`DataLoader: unknown option '${k}' (known: ${known.join(', ')})`);
     }
@@ -154,6 +175,8 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
     this.pinMemory = check.boolean(options.pinMemory ?? false, 'DataLoader: pinMemory');
     if (options.collate !== undefined && typeof options.collate !== 'function') throw new TypeError('DataLoader: collate must be a function (items) => { input, target }');
     this.collate = options.collate;
+    checkPadValue(options.padValue, 'DataLoader');
+    this.padValue = options.padValue;
   }
 
   /** Batches per epoch. */
@@ -202,31 +225,46 @@ export class DataLoader<T = Sample> implements AsyncIterable<Batch> {
     }
   }
 
-  private async batch(indices: number[], epoch: number, skipped: SkippedSample[]): Promise<Batch | null> {
+  private async batch(indices: number[], epoch: number, skipped: SkippedSample[]): Promise<Batch<I> | null> {
     const ds = this.dataset;
     if (this.collate) {
       const items = (await Promise.all(indices.map((i) => this.read(i, epoch, skipped, (k, ctx) => ds.get(k, ctx))))).filter((x) => x !== null) as T[];
       return items.length ? this.collate(items) : null;
     }
+    type Raw = { structured: StructuredSample };
     const prepare = ds.prepare
       ? (k: number, ctx: ItemContext) => ds.prepare!(k, ctx)
-      : async (k: number, ctx: ItemContext) => prepareSample((await ds.get(k, ctx)) as unknown as Sample, `dataset.get(${k})`);
+      : async (k: number, ctx: ItemContext): Promise<PreparedSample | Raw> => {
+        const s = await ds.get(k, ctx);
+        if (this.padValue !== undefined || isStructured(s)) return { structured: s as unknown as StructuredSample };
+        return prepareSample(s as unknown as Sample, `dataset.get(${k})`);
+      };
     const got = await Promise.all(indices.map((i) => this.read(i, epoch, skipped, prepare)));
-    const kept = got.filter((s) => s !== null) as PreparedSample[];
+    const kept = got.filter((s) => s !== null) as (PreparedSample | Raw)[];
     if (kept.length === 0) return null;
     const keptIndices = indices.filter((_, k) => got[k] !== null);
-    if (kept.every((s) => s.planes !== undefined && s.type === Float32Array)) return assembleImages(kept, keptIndices, this.pinMemory);
-    return assemble(kept, keptIndices, this.scratch, this.pinMemory);
+    const raw = kept.filter((s): s is Raw => 'structured' in s);
+    if (raw.length > 0) {
+      if (raw.length !== kept.length) throw new Error(`DataLoader: samples ${keptIndices.join(', ')} mix plain { input: array, target: class } samples with structured ones; give every sample one form`);
+      try {
+        return collateStructured(raw.map((r) => r.structured), { padValue: this.padValue, pinMemory: this.pinMemory }) as Batch<I>;
+      } catch (e) {
+        throw new Error(`DataLoader: batch of samples ${keptIndices.join(', ')}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const prepared = kept as PreparedSample[];
+    if (prepared.every((s) => s.planes !== undefined && s.type === Float32Array)) return assembleImages(prepared, keptIndices, this.pinMemory) as Promise<Batch<I>>;
+    return assemble(prepared, keptIndices, this.scratch, this.pinMemory) as Batch<I>;
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch<I>, void, undefined> {
     const epoch = this.nextEpoch;
     this.nextEpoch = epoch + 1;
     const order = this.order(epoch);
     const total = this.length;
     const skipped: SkippedSample[] = [];
     this.skippedList = skipped;
-    const pending: Promise<Batch | null>[] = [];
+    const pending: Promise<Batch<I> | null>[] = [];
     let launched = 0;
     const launch = () => {
       const start = launched * this.batchSize;
