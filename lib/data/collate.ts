@@ -12,6 +12,9 @@ import { hostType, numel, type HostArray, type HostData, type HostDataConstructo
  * A sample of any model's shape: `input` one array, an array of arrays (forward's positional
  * arguments) or an object of named arrays; `target` a class index or an array (float labels or
  * values).
+ *
+ * @example
+ * const s: data.StructuredSample = { input: { input_ids: { data: Int32Array.of(5, 9), shape: [2] } }, target: 1 };
  */
 export interface StructuredSample {
   input: HostArray | HostArray[] | { [name: string]: HostArray };

@@ -6,6 +6,10 @@ import { Tensor } from '../tensor';
  * an object of named tensors (matched to `forward`'s argument names, e.g. `{ input_ids,
  * attention_mask }` for a BERT; a `forward` whose one argument is a `Dict[str, Tensor]` gets the
  * object itself).
+ *
+ * @example
+ * const input: train.ModelInput = { input_ids: ids, attention_mask: mask }; // forward(input_ids, attention_mask)
+ * await train.fit(bert, { train: [{ input, target: labels }], epochs: 1, optimizer });
  */
 export type ModelInput = Tensor | Tensor[] | { [name: string]: Tensor };
 

@@ -17,7 +17,12 @@ import { Tensor } from '../tensor';
 import type { Batch, ModelInput } from './batch';
 import { describeInput, disposeOutput, inputBatchSize, runForward, type OutputChoice } from './model_io';
 
-/** What `fit` and `evaluate` accept as `loss`: a built-in loss object or a user's function. */
+/**
+ * What `fit` and `evaluate` accept as `loss`: a built-in loss object or a user's function.
+ *
+ * @example
+ * const loss: train.FitLoss = new torch.nn.BCEWithLogitsLoss();
+ */
 export type FitLoss = CrossEntropyLoss | BCEWithLogitsLoss | MSELoss | SmoothL1Loss | HuberLoss | LossFunction;
 
 /** @internal Checks a `loss` option. */

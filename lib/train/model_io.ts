@@ -11,6 +11,9 @@ import { inputTensors, type ModelInput } from './batch';
 /**
  * Which of `forward`'s outputs is the prediction: an index into a tuple/list, or a key of a dict.
  * By default a tuple/list gives its first element and a dict its `logits`.
+ *
+ * @example
+ * await train.fit(model, { train, epochs: 1, optimizer, output: 1 }); // forward returns (features, logits)
  */
 export type OutputChoice = number | string;
 
