@@ -1,6 +1,7 @@
 /**
  * Geometric transforms: each computes, from the image size (and the sample's random stream), the
- * crop/resize/flip that torchvision would do; sharp then does the work on the image.
+ * crop/resize/flip that torchvision would do; sharp then does the work on the image, except the
+ * resizes where libvips would not give PIL's pixels (see pipeline.ts), which resample.ts does.
  */
 import * as check from '../check';
 import { interpolationArg, optionsArg, roundHalfEven, sizeArg, Transform, type Geometry, type Interpolation } from './transform';
@@ -23,9 +24,12 @@ export function resizedSize(width: number, height: number, size: number | [numbe
 }
 
 /**
- * Resizes as torchvision's `Resize`: an integer `size` sets the shorter side (the other keeps the
- * aspect ratio, truncated as torchvision does), `[height, width]` sets both. Bilinear by default;
- * downscaling is antialiased as PIL's is.
+ * Resizes as torchvision's `Resize` on a PIL image: an integer `size` sets the shorter side (the
+ * other keeps the aspect ratio, truncated as torchvision does), `[height, width]` sets both.
+ * Bilinear by default, resampled as PIL does (antialiased when shrinking): enlarging and
+ * reductions of 4x or more give PIL's pixels exactly, smaller reductions within a level of 255 on
+ * average. Exactness has a price on large photos: a 4x reduction decodes the whole image and runs
+ * PIL's algorithm on the main thread, several times the cost of libvips' shortcuts.
  *
  * @example
  * transforms.resize(256);                                   // shorter side 256

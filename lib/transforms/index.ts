@@ -1,6 +1,7 @@
 /**
  * `transforms`: image transforms with torchvision's names and semantics. Geometric steps run in
- * sharp on the decoded image; `toTensor` and `normalize` are fused into the write of the batch.
+ * sharp on the decoded image (resizes that libvips would do differently, in a port of PIL's
+ * resampling); `toTensor` and `normalize` are fused into the write of the batch.
  *
  * @example
  * import { transforms } from 'finetorch';
