@@ -340,8 +340,10 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
 
   test('a tuple output with output: 1 and positional [input_ids, attention_mask] inputs trains as in PyTorch', async () => {
     const train = textBatches().map((b) => ({ input: [b.input.input_ids, b.input.attention_mask], target: b.target }));
-    const { losses } = await fitLosses('tuple_bert.pt', { train, output: 1, opt: (p) => new torch.optim.SGD(p, { lr: 0.5 }) });
+    const { losses, history } = await fitLosses('tuple_bert.pt', { train, val: train, output: 1, opt: (p) => new torch.optim.SGD(p, { lr: 0.5 }) });
     expectLosses(losses, ref.tupleBert);
+    // Validation reads the same output: [B, 3] logits, not the [B, 8] pooled features.
+    expect(history.lastValidation!.confusion).toHaveLength(3);
   });
 
   test('mistakes in inputs, outputs and losses are Errors that say what to change', async () => {
@@ -358,6 +360,11 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
     await expect(run({ loss: new torch.nn.CrossEntropyLoss({ reduction: 'none' }) })).rejects.toThrow(/the loss must be a single value to train on, got shape \[8\]/);
     await expect(run({ loss: (async () => 3) as unknown as torch.nn.LossFunction })).rejects.toThrow(/the loss function must resolve to a Tensor, got number/);
     await expect(run({ loss: 'mse' as unknown as torch.nn.LossFunction })).rejects.toThrow(/fit: loss must be a torch.nn loss/);
+    const reg = await torch.jit.load(path.join(dir, 'reg.pt'));
+    await expect(torch.train.fit(reg, {
+      train: regBatches(), val: regBatches(), epochs: 2, optimizer: new torch.optim.SGD(reg.parameters(), { lr: 0.01 }), progress: false,
+      loss: new torch.nn.MSELoss(), earlyStopping: { monitor: 'valAccuracy', patience: 1 },
+    })).rejects.toThrow(/earlyStopping monitors 'valAccuracy', which is NaN here because the targets are not class indices; monitor 'valLoss'/);
     await expect(run({ train: [{ input: [b.input.input_ids, 3] as unknown as Tensor[], target: b.target }] }))
       .rejects.toThrow(/batch 0: input must be a Tensor, an array of Tensors or an object of named Tensors/);
   });

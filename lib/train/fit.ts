@@ -308,7 +308,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       lr: lrs(), time, samplesPerSec: samples / time, samples, skippedSteps: skipped,
     };
     if (options.val) {
-      const v = await evaluate(model, options.val, { loss: lossFn, keepBatches: keep });
+      const v = await evaluate(model, options.val, { loss: lossFn, keepBatches: keep, output: options.output });
       Object.assign(record, { valLoss: v.loss, valAccuracy: v.accuracy, valTop5: v.top5 });
       history.lastValidation = v;
     }
@@ -324,6 +324,9 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
     const es = options.earlyStopping;
     if (es) {
       const metric = es.monitor === 'valAccuracy' ? -(record.valAccuracy ?? record.accuracy) : record.valLoss ?? record.loss;
+      if (Number.isNaN(metric) && es.monitor === 'valAccuracy') {
+        throw new Error("fit: earlyStopping monitors 'valAccuracy', which is NaN here because the targets are not class indices; monitor 'valLoss'");
+      }
       if (metric < best - (es.minDelta ?? 0)) { best = metric; bad = 0; } else if (++bad > es.patience) { history.stoppedEarly = true; break; }
     }
   }
