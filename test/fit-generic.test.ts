@@ -338,6 +338,23 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
     expectLosses(losses, ref.dictBert);
   });
 
+  test('the generic step and evaluate leave no tensor handles behind (padded DataLoader, dict outputs, amp, validation)', async () => {
+    const samples = LENS.map((len, i) => ({
+      input: { input_ids: { data: BigInt64Array.from(IDS.slice(i * T, i * T + len), BigInt), shape: [len] }, attention_mask: { data: new BigInt64Array(len).fill(1n), shape: [len] } },
+      target: TXT_Y[i],
+    }));
+    const ds = { length: samples.length, get: async (i: number) => samples[i] };
+    const loader = () => new torch.data.DataLoader<(typeof samples)[number], { input_ids: Tensor; attention_mask: Tensor }>(ds, { batchSize: BS, padValue: 0 });
+    const model = await torch.jit.load(path.join(dir, 'dict_bert.pt'));
+    const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
+    const run = (epochs: number) => torch.train.fit(model, { train: loader(), val: loader(), epochs, optimizer, progress: false, amp: 'bf16', gradAccumulation: 2 });
+    await run(1);
+    const before = torch.memory().tensors;
+    await run(3);
+    await torch.train.evaluate(model, loader());
+    expect(torch.memory().tensors).toBe(before);
+  });
+
   test('a tuple output with output: 1 and positional [input_ids, attention_mask] inputs trains as in PyTorch', async () => {
     const train = textBatches().map((b) => ({ input: [b.input.input_ids, b.input.attention_mask], target: b.target }));
     const { losses, history } = await fitLosses('tuple_bert.pt', { train, val: train, output: 1, opt: (p) => new torch.optim.SGD(p, { lr: 0.5 }) });
