@@ -4,6 +4,7 @@
  */
 import type { DType } from './native';
 import { native } from './native';
+import { codedError } from './errors';
 
 export const DTYPES: readonly DType[] = [
   'float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool',
@@ -105,7 +106,7 @@ export function broadcast(a: number[], b: number[], what: string): number[] {
     const x = a[a.length - n + i] ?? 1;
     const y = b[b.length - n + i] ?? 1;
     if (x !== y && x !== 1 && y !== 1) {
-      throw new Error(`${what}: shapes [${a}] and [${b}] cannot be broadcast together (dimension ${i}: ${x} vs ${y})`);
+      throw codedError('FINETORCH_SHAPE', `${what}: shapes [${a}] and [${b}] cannot be broadcast together (dimension ${i}: ${x} vs ${y})`);
     }
     out.push(x === 1 ? y : x);
   }

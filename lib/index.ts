@@ -15,6 +15,7 @@ export type { MemoryInfo } from './memory';
 export { manualSeed, setNumThreads, getNumThreads, version, cuda, backends } from './runtime';
 export type { DType } from './native';
 export { noGrad, enableGrad, inferenceMode, type GradMode } from './autograd';
+export { ERROR_CODES, type ErrorCode, type FinetorchError } from './errors';
 export * as jit from './jit';
 export * as nn from './nn';
 export * as optim from './optim';

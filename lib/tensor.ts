@@ -6,6 +6,7 @@ import * as check from './check';
 import { currentGradMode } from './autograd';
 import { track } from './memory';
 import { native, type DType, type NativeTensor, type OpArg } from './native';
+import { codedError, disposedError, withCode } from './errors';
 
 /** The TypedArray `data()` returns for each dtype. */
 export type TensorData = Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | BigInt64Array;
@@ -47,7 +48,7 @@ export class Tensor {
   }
 
   private live(what: string): NativeTensor {
-    if (this.handle.disposed) throw new Error(`${what}: the tensor was disposed`);
+    if (this.handle.disposed) throw disposedError(`${what}: the tensor was disposed`);
     return this.handle;
   }
 
@@ -154,12 +155,12 @@ export class Tensor {
     const b = other.shape;
     if (a.length === 0 || b.length === 0) throw new Error('matmul: both arguments need at least one dimension');
     if (this.dtype !== other.dtype) {
-      throw new TypeError(`matmul: both tensors must have the same dtype: got ${this.dtype} and ${other.dtype}; convert one with .to({ dtype })`);
+      throw withCode('FINETORCH_DTYPE', new TypeError(`matmul: both tensors must have the same dtype: got ${this.dtype} and ${other.dtype}; convert one with .to({ dtype })`));
     }
     const k1 = a[a.length - 1];
     const k2 = b.length === 1 ? b[0] : b[b.length - 2];
     if (k1 !== k2) {
-      throw new Error(`matmul: shapes [${a}] and [${b}] cannot be multiplied (${k1} columns vs ${k2} rows)`);
+      throw codedError('FINETORCH_SHAPE', `matmul: shapes [${a}] and [${b}] cannot be multiplied (${k1} columns vs ${k2} rows)`);
     }
     return this.run('matmul', [other]);
   }
@@ -296,7 +297,7 @@ export class Tensor {
     const size = this.shape[d];
     values.forEach((v: number | bigint, i: number) => {
       const n = Number(v);
-      if (n < 0 || n >= size) throw new RangeError(`indexSelect: index ${n} at position ${i} is out of range for dimension ${d} of size ${size} (indices must be in [0, ${size}))`);
+      if (n < 0 || n >= size) throw withCode('FINETORCH_INDEX', new RangeError(`indexSelect: index ${n} at position ${i} is out of range for dimension ${d} of size ${size} (indices must be in [0, ${size}))`));
     });
     return this.run('indexSelect', [index], [d]);
   }

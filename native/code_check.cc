@@ -9,6 +9,7 @@
 // and trees the importer will see; parsing does not crash, a syntax error is an exception) and
 // reject the class bodies the importer cannot handle safely.
 #include "code_check.h"
+#include "common.h"
 
 #include <torch/csrc/jit/frontend/lexer.h>
 #include <torch/csrc/jit/frontend/parser.h>
@@ -30,7 +31,7 @@ std::string LineOf(const SourceRange& r) {
 }
 
 [[noreturn]] void Reject(const std::string& entry, const SourceRange& r, const std::string& why) {
-  throw std::runtime_error(entry + " line " + LineOf(r) + ": " + why + " (a damaged code entry)");
+  throw CodedError("FINETORCH_BAD_MODEL_FILE", entry + " line " + LineOf(r) + ": " + why + " (a damaged code entry)");
 }
 
 std::string BaseName(const ClassDef& cls) {

@@ -43,9 +43,65 @@ std::string ExceptionMessage(std::exception_ptr ex) {
   return detail;
 }
 
+// libtorch raises a plain c10::Error for allocation failures and most shape and dtype errors, and the
+// TorchScript interpreter rethrows whatever an op raised as a std::runtime_error holding the
+// original message: those are told apart by libtorch's wording, on 1.13 and 2.x, here only.
+static const char* CodeFromMessage(const std::string& m) {
+  auto has = [&m](const char* s) { return m.find(s) != std::string::npos; };
+  if (has("can't allocate memory") || has("out of memory")) return "FINETORCH_OUT_OF_MEMORY";
+  if (has("shapes cannot be multiplied") || has("must match the size of tensor") || has("is invalid for input of size") ||
+      has("size mismatch") || has("Expected size") || has("Sizes of tensors must match") || has("shape mismatch")) {
+    return "FINETORCH_SHAPE";
+  }
+  if (has("expected scalar type") || has("Expected object of scalar type") || has("must have the same dtype") ||
+      has("result type") || has("expected dtype") || has("Expected dtype")) {
+    return "FINETORCH_DTYPE";
+  }
+  if (has("Expected all tensors to be on the same device")) return "FINETORCH_DEVICE";
+  if (has("out of range") || has("IndexError")) return "FINETORCH_INDEX";
+  return nullptr;
+}
+
+const char* ErrorCode(std::exception_ptr ex) {
+  try {
+    std::rethrow_exception(ex);
+  } catch (const CodedError& e) {
+    return e.code;
+  } catch (const c10::OutOfMemoryError&) {
+    return "FINETORCH_OUT_OF_MEMORY";
+  } catch (const c10::IndexError&) {
+    return "FINETORCH_INDEX";
+  } catch (const c10::TypeError&) {
+    return "FINETORCH_DTYPE";
+  } catch (const c10::ValueError&) {
+    return "FINETORCH_VALUE";
+  } catch (const c10::NotImplementedError&) {
+    return "FINETORCH_NOT_IMPLEMENTED";
+  } catch (const c10::Error& e) {
+    const char* code = CodeFromMessage(e.what_without_backtrace());
+    return code ? code : "FINETORCH_TORCH";
+  } catch (const std::bad_alloc&) {
+    return "FINETORCH_OUT_OF_MEMORY";
+  } catch (const std::exception& e) {
+    const char* code = CodeFromMessage(e.what());
+    return code ? code : "FINETORCH_NATIVE";
+  } catch (...) {
+    return "FINETORCH_NATIVE";
+  }
+}
+
 Napi::Error ToJsError(Napi::Env env, const std::string& what, std::exception_ptr ex) {
   std::string detail = ExceptionMessage(ex);
-  return Napi::Error::New(env, what.empty() ? detail : what + ": " + detail);
+  Napi::Error err = Napi::Error::New(env, what.empty() ? detail : what + ": " + detail);
+  err.Set("code", Napi::String::New(env, ErrorCode(ex)));
+  err.Set("detail", Napi::String::New(env, detail));
+  return err;
+}
+
+Napi::Error CodedJsError(Napi::Env env, const char* code, const std::string& msg) {
+  Napi::Error err = Napi::Error::New(env, msg);
+  err.Set("code", Napi::String::New(env, code));
+  return err;
 }
 
 static const std::unordered_map<std::string, at::ScalarType>& DtypeTable() {

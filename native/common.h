@@ -33,8 +33,26 @@ std::string FirstLine(const std::string& msg);
 // The first line of any exception's message (libtorch's c10::Error without its backtrace).
 std::string ExceptionMessage(std::exception_ptr ex);
 
-// Turns any C++ exception into a JS Error; `what` names the operation in the user's terms.
+// An error finetorch makes itself, with its stable code (FINETORCH_SHAPE, FINETORCH_DTYPE, ...):
+// the code travels to JS as `err.code`, so TypeScript never reads message text.
+class CodedError : public std::runtime_error {
+ public:
+  CodedError(const char* code, const std::string& msg) : std::runtime_error(msg), code(code) {}
+  const char* code;
+};
+
+// The stable code of any exception: a CodedError's own; libtorch's by its exception type
+// (OutOfMemoryError, IndexError, TypeError, ...) and, for the plain c10::Error that libtorch raises
+// for allocation failures and shape mismatches on both 1.13 and 2.x, by its message, here and only
+// here; FINETORCH_TORCH for any other libtorch error.
+const char* ErrorCode(std::exception_ptr ex);
+
+// Turns any C++ exception into a JS Error; `what` names the operation in the user's terms. The
+// Error carries `code` (ErrorCode) and `detail` (the message without the `what: ` prefix).
 Napi::Error ToJsError(Napi::Env env, const std::string& what, std::exception_ptr ex);
+
+// A JS Error with a code, made on the JS thread (disposed handles, bad arguments).
+Napi::Error CodedJsError(Napi::Env env, const char* code, const std::string& msg);
 
 // Runs `fn` and rethrows whatever it throws as a JS Error (never lets C++ exceptions abort).
 template <typename Fn>

@@ -186,7 +186,7 @@ OptimizerWrap::OptimizerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
 OptimizerPtr OptimizerWrap::Of(Napi::Env env, const Napi::Value& v, const std::string& what) {
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + ": expected an optimizer");
   auto* w = Unwrap(v.As<Napi::Object>());
-  if (!w || !w->holder_) throw Napi::Error::New(env, what + ": the optimizer was disposed");
+  if (!w || !w->holder_) throw CodedJsError(env, "FINETORCH_DISPOSED", what + ": the optimizer was disposed");
   return w->holder_;
 }
 

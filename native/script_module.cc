@@ -340,7 +340,7 @@ ModulePtr ModuleWrap::Of(Napi::Env env, const Napi::Value& v, const std::string&
     throw Napi::TypeError::New(env, what + ": expected a ScriptModule");
   }
   auto* w = Unwrap(v.As<Napi::Object>());
-  if (!w->module_) throw Napi::Error::New(env, what + ": the module was disposed");
+  if (!w->module_) throw CodedJsError(env, "FINETORCH_DISPOSED", what + ": the module was disposed");
   return w->module_;
 }
 
@@ -370,11 +370,18 @@ Napi::Value LoadModule(const Napi::CallbackInfo& info) {
       [path, bytes, device, code = std::move(code)] {
         CheckCodeEntries(code);
         auto dev = ParseDevice(device);
-        if (bytes) {
-          std::istringstream in(*bytes);
-          return std::make_shared<torch::jit::Module>(torch::jit::load(in, dev));
+        try {
+          if (bytes) {
+            std::istringstream in(*bytes);
+            return std::make_shared<torch::jit::Module>(torch::jit::load(in, dev));
+          }
+          return std::make_shared<torch::jit::Module>(torch::jit::load(path, dev));
+        } catch (const c10::OutOfMemoryError&) {
+          throw;
+        } catch (const std::exception&) {
+          // whatever libtorch's reader or TorchScript's compiler refused: the file is the cause
+          throw CodedError("FINETORCH_BAD_MODEL_FILE", ExceptionMessage(std::current_exception()));
         }
-        return std::make_shared<torch::jit::Module>(torch::jit::load(path, dev));
       },
       [](Napi::Env env, ModulePtr& m) -> Napi::Value { return ModuleWrap::New(env, m); });
 }

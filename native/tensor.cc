@@ -130,7 +130,7 @@ TensorWrap* TensorWrap::FromValue(Napi::Env env, const Napi::Value& v) {
 SlotPtr TensorWrap::SlotOf(Napi::Env env, const Napi::Value& v, const std::string& what) {
   TensorWrap* w = FromValue(env, v);
   if (!w) throw Napi::TypeError::New(env, what + ": expected a Tensor");
-  if (!w->slot_) throw Napi::Error::New(env, what + ": the tensor was disposed");
+  if (!w->slot_) throw CodedJsError(env, "FINETORCH_DISPOSED", what + ": the tensor was disposed");
   return w->slot_;
 }
 
@@ -150,7 +150,7 @@ Napi::Value TensorWrap::GetRequiresGrad(const Napi::CallbackInfo& info) {
 }
 void TensorWrap::SetRequiresGrad(const Napi::CallbackInfo& info, const Napi::Value& v) {
   Napi::Env env = info.Env();
-  if (!slot_) throw Napi::Error::New(env, "requiresGrad: the tensor was disposed");
+  if (!slot_) throw CodedJsError(env, "FINETORCH_DISPOSED", "requiresGrad: the tensor was disposed");
   bool flag = v.ToBoolean();
   SlotPtr slot = slot_;
   Addon(env).executor->Post(env, "requiresGrad", [slot, flag] {

@@ -5,6 +5,7 @@
 import * as check from '../check';
 import { Tensor } from '../tensor';
 import { checkIndex, Dataset, hostType, numel, type HostArray, type HostData, type Sample } from './dataset';
+import { disposedError } from '../errors';
 
 /** What TensorDataset accepts: a tensor, a host array `{ data, shape }`, or (targets) a 1-D array. */
 export type TensorSource = Tensor | HostArray | HostData | number[];
@@ -72,7 +73,7 @@ export class TensorDataset extends Dataset<Sample> {
       const [x, y] = this.sources!;
       const read = async (s: TensorSource, what: string): Promise<HostData | number[]> => {
         if (s instanceof Tensor) {
-          if (s.disposed) throw new Error(`TensorDataset: the ${what} tensor was disposed before it was read; keep it until await ds.load()`);
+          if (s.disposed) throw disposedError(`TensorDataset: the ${what} tensor was disposed before it was read; keep it until await ds.load()`);
           return s.data();
         }
         if (Array.isArray(s) || ArrayBuffer.isView(s)) return s as HostData | number[];

@@ -11,6 +11,7 @@
  * records and data descriptors (flag bit 3), so sizes are taken from the central directory.
  */
 import * as zlib from 'zlib';
+import { codedError } from '../errors';
 
 /** One entry of a zip archive, as listed in its central directory. */
 export interface ArchiveEntry {
@@ -73,10 +74,10 @@ export function checkArchive(buf: Buffer, what: string): ArchiveEntry[] {
     }
     return entries;
   } catch (err) {
-    if (err instanceof Damage) throw new Error(`${what}: ${err.message}`);
+    if (err instanceof Damage) throw codedError('FINETORCH_BAD_MODEL_FILE', `${what}: ${err.message}`);
     // Anything else (e.g. a RangeError from a read we failed to bounds-check) still must not
     // escape as a crash-worthy surprise: report it as damage, keeping the cause.
-    throw new Error(`${what}: damaged TorchScript archive (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+    throw codedError('FINETORCH_BAD_MODEL_FILE', `${what}: damaged TorchScript archive (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
 }
 
@@ -93,7 +94,7 @@ export function readEntry(buf: Buffer, entry: ArchiveEntry, what = 'archive'): B
   try {
     return entryData(buf, entry);
   } catch (err) {
-    throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw codedError('FINETORCH_BAD_MODEL_FILE', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }
 

@@ -11,6 +11,7 @@ import { native, probeLoadScript } from '../native';
 import { checkArchive, readEntry, type ArchiveEntry } from './archive';
 import { checkPickle, PickleError } from './pickle';
 import { ScriptModule } from './module';
+import { codedError, type FinetorchError } from '../errors';
 
 /** Options of `torch.jit.load`. */
 export interface LoadOptions {
@@ -25,8 +26,8 @@ function isolateLoad(file: string, device: string, what: string): Promise<void> 
     execFile(process.execPath, ['-e', probeLoadScript(file, device)], { timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout) => {
       if (!err) return resolve();
       const e = err as NodeJS.ErrnoException & { signal?: string; code?: number | string };
-      if (e.signal) reject(new Error(`${what}: loading the model crashed an isolated child process (${e.signal}); the file is damaged or not a TorchScript model`));
-      else reject(new Error(`${what}: not a loadable TorchScript model: ${stdout.trim() || e.message}`));
+      if (e.signal) reject(codedError('FINETORCH_BAD_MODEL_FILE', `${what}: loading the model crashed an isolated child process (${e.signal}); the file is damaged or not a TorchScript model`));
+      else reject(codedError('FINETORCH_BAD_MODEL_FILE', `${what}: not a loadable TorchScript model: ${stdout.trim() || e.message}`));
     });
   });
 }
@@ -44,7 +45,7 @@ function checkContents(bytes: Buffer, entries: ArchiveEntry[], what: string): [s
         checkPickle(readEntry(bytes, entry, what));
       } catch (err) {
         if (!(err instanceof PickleError)) throw err;
-        throw new Error(`${what}: damaged TorchScript archive: entry '${entry.name}' is not a valid pickle (${err.message})`);
+        throw codedError('FINETORCH_BAD_MODEL_FILE', `${what}: damaged TorchScript archive: entry '${entry.name}' is not a valid pickle (${err.message})`);
       }
     } else if (/\/code\/.*\.py$/.test(entry.name)) {
       code.push([entry.name, readEntry(bytes, entry, what).toString('utf8')]);
@@ -97,14 +98,17 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
   try {
     handle = await native.loadModule(bytes, device, code);
   } catch (err) {
-    throw new Error(`jit.load(${what}): not a loadable TorchScript model: ${(err as Error).message.replace(/^jit\.load: /, '')}`);
+    const e = err as FinetorchError;
+    throw codedError(e.code === 'FINETORCH_OUT_OF_MEMORY' ? e.code : 'FINETORCH_BAD_MODEL_FILE',
+      `jit.load(${what}): not a loadable TorchScript model: ${e.detail ?? e.message}`, { cause: err });
   }
   let snap;
   try {
     snap = await handle.snapshot();
   } catch (err) {
     handle.dispose();
-    throw new Error(`jit.load(${what}): not a usable TorchScript model: ${(err as Error).message.replace(/^module: /, '')}`);
+    const e = err as FinetorchError;
+    throw codedError('FINETORCH_BAD_MODEL_FILE', `jit.load(${what}): not a usable TorchScript model: ${e.detail ?? e.message}`, { cause: err });
   }
   return new ScriptModule(handle, snap, what);
 }

@@ -10,6 +10,7 @@ import { keep } from '../memory';
 import { native, type DType, type ModuleSnapshot, type NativeModule, type NativeTensor } from '../native';
 import { Tensor } from '../tensor';
 import { nameMatcher, unmatchedPatterns, type NamePattern } from './patterns';
+import { disposedError } from '../errors';
 
 /** A submodule as `namedModules()` reports it. */
 export interface ModuleInfo {
@@ -57,7 +58,7 @@ function wrapOutputs(v: unknown): unknown {
 
 function unwrapInputs(v: unknown, what: string): unknown {
   if (v instanceof Tensor) {
-    if (v.disposed) throw new Error(`${what}: an input tensor was disposed`);
+    if (v.disposed) throw disposedError(`${what}: an input tensor was disposed`);
     return v.handle;
   }
   if (Array.isArray(v)) return v.map((x) => unwrapInputs(x, what));
@@ -174,7 +175,7 @@ export class ScriptModule {
   get busy(): boolean { return this.trainer !== undefined; }
 
   private live(what: string): NativeModule {
-    if (this.handle.disposed) throw new Error(`${what}: the model was disposed`);
+    if (this.handle.disposed) throw disposedError(`${what}: the model was disposed`);
     return this.handle;
   }
 

@@ -2,6 +2,7 @@
 import * as check from '../check';
 import { native } from '../native';
 import { Tensor } from '../tensor';
+import { disposedError } from '../errors';
 
 /**
  * Rescales the gradients of `params` so their total norm is at most `maxNorm`; resolves to the
@@ -18,7 +19,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, normType = 2): P
   if (!(typeof maxNorm === 'number' && maxNorm > 0)) return Promise.reject(new RangeError(`clipGradNorm: maxNorm must be > 0, got ${String(maxNorm)}`));
   check.number(normType, 'clipGradNorm: normType');
   try {
-    return native.clipGradNorm(params.map((p) => { if (p.disposed) throw new Error('clipGradNorm: a parameter was disposed'); return p.handle; }), maxNorm, normType);
+    return native.clipGradNorm(params.map((p) => { if (p.disposed) throw disposedError('clipGradNorm: a parameter was disposed'); return p.handle; }), maxNorm, normType);
   } catch (e) {
     return Promise.reject(e);
   }

@@ -5,6 +5,7 @@
  */
 import * as check from '../check';
 import type { Optimizer } from './optimizer';
+import { disposedError } from '../errors';
 
 /** A scheduler's resumable state. */
 export interface SchedulerState {
@@ -22,7 +23,7 @@ export abstract class LRScheduler {
 
   constructor(readonly optimizer: Optimizer, protected readonly what: string, initialStep = true) {
     if (!optimizer || !Array.isArray((optimizer as Optimizer).paramGroups)) throw new TypeError(`${what}: expected an optimizer`);
-    if (optimizer.disposed) throw new Error(`${what}: the optimizer was disposed`);
+    if (optimizer.disposed) throw disposedError(`${what}: the optimizer was disposed`);
     for (const g of optimizer.paramGroups) g.initialLr ??= g.lr;
     this.baseLrs = optimizer.paramGroups.map((g) => g.initialLr as number);
     if (initialStep) this.step();
@@ -33,7 +34,7 @@ export abstract class LRScheduler {
 
   /** Advances the schedule and writes the new rates into the optimizer's groups. */
   step(): void {
-    if (this.optimizer.disposed) throw new Error(`${this.what}.step(): the optimizer was disposed`);
+    if (this.optimizer.disposed) throw disposedError(`${this.what}.step(): the optimizer was disposed`);
     this.lastEpoch += 1;
     this.apply(this.lrAt(this.lastEpoch));
   }
@@ -250,7 +251,7 @@ export class ReduceLROnPlateau {
 
   constructor(readonly optimizer: Optimizer, options: { mode?: 'min' | 'max'; factor?: number; patience?: number; threshold?: number; thresholdMode?: 'rel' | 'abs'; cooldown?: number; minLr?: number | number[]; eps?: number } = {}) {
     if (!optimizer || !Array.isArray(optimizer.paramGroups)) throw new TypeError('ReduceLROnPlateau: expected an optimizer');
-    if (optimizer.disposed) throw new Error('ReduceLROnPlateau: the optimizer was disposed');
+    if (optimizer.disposed) throw disposedError('ReduceLROnPlateau: the optimizer was disposed');
     this.mode = options.mode ?? 'min';
     if (this.mode !== 'min' && this.mode !== 'max') throw new TypeError(`ReduceLROnPlateau: mode must be 'min' or 'max'`);
     this.factor = options.factor ?? 0.1;
@@ -273,7 +274,7 @@ export class ReduceLROnPlateau {
 
   /** Records this epoch's metric and lowers the rates when it has plateaued. */
   step(metric: number): void {
-    if (this.optimizer.disposed) throw new Error('ReduceLROnPlateau.step(): the optimizer was disposed');
+    if (this.optimizer.disposed) throw disposedError('ReduceLROnPlateau.step(): the optimizer was disposed');
     check.number(metric, 'ReduceLROnPlateau.step(metric)');
     this.lastEpoch += 1;
     if (this.better(metric)) { this.best = metric; this.numBadEpochs = 0; } else this.numBadEpochs += 1;

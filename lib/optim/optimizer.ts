@@ -5,6 +5,7 @@
 import * as check from '../check';
 import { native, type NativeGroup, type NativeOptimizer } from '../native';
 import { Tensor } from '../tensor';
+import { disposedError } from '../errors';
 
 /** A parameter group: its tensors and any option that differs from the optimizer's defaults. */
 export interface ParamGroupInput {
@@ -68,7 +69,7 @@ export abstract class Optimizer {
       g.params.forEach((p, pi) => {
         const where = `${what}: parameter ${pi} of group ${gi}`;
         if (!(p instanceof Tensor)) throw new TypeError(`${where} is not a Tensor`);
-        if (p.disposed) throw new Error(`${where} was disposed`);
+        if (p.disposed) throw disposedError(`${where} was disposed`);
         if (!p.requiresGrad) throw new Error(`${where} does not require grad (is it frozen? pass model.parameters({ trainable: true }))`);
         if (seen.has(p)) throw new Error(`${where} appears in more than one group`);
         seen.add(p);
@@ -113,7 +114,7 @@ export abstract class Optimizer {
   }
 
   private live(what: string): NativeOptimizer {
-    if (this.handle.disposed) throw new Error(`${what}: the optimizer was disposed`);
+    if (this.handle.disposed) throw disposedError(`${what}: the optimizer was disposed`);
     return this.handle;
   }
 
@@ -128,7 +129,7 @@ export abstract class Optimizer {
     try {
       const h = this.live('step()');
       const dead = this.params.findIndex((p) => p.disposed);
-      if (dead >= 0) throw new Error(`step(): parameter ${dead} was disposed`);
+      if (dead >= 0) throw disposedError(`step(): parameter ${dead} was disposed`);
       return h.step();
     } catch (e) { return Promise.reject(e); }
   }
