@@ -170,6 +170,13 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  * Trains `model` for `epochs` over `train`, validating on `val` after each epoch. Resolves to the
  * per-epoch history (loss, accuracy, lr, time, samples/s).
  *
+ * Any model and loss: a batch's `input` may be a tensor, an array of tensors or an object of named
+ * tensors (see `ModelInput`); `output` picks the prediction out of a tuple or dict; `loss` may be
+ * any torch.nn loss or a function. One input tensor, a Tensor output and `CrossEntropyLoss` on
+ * int64 labels train in one fused native task per batch; the rest through the generic step, which
+ * applies the same update (accumulation, clipping, amp). Accuracy is NaN where targets are not
+ * class indices.
+ *
  * While it runs, the model is fit's alone: a second `fit`, `evaluate` or `predict` on it (or
  * running or changing it from outside fit's callbacks) rejects with a "busy" Error, until this
  * call settles. An optimizer that holds none of the model's trainable parameters is an Error; one
@@ -181,6 +188,11 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  *   optimizer: new torch.optim.AdamW(model.parameters({ trainable: true }), { lr: 1e-3 }),
  *   loss: new torch.nn.CrossEntropyLoss({ labelSmoothing: 0.1 }),
  *   checkpoint: { dir: 'runs/ckpt' },
+ * });
+ * // a BERT-like model (forward(input_ids, attention_mask) -> { logits }) with multi-label targets:
+ * await finetorch.train.fit(bert, {
+ *   train: [{ input: { input_ids, attention_mask }, target: labels01 }], epochs: 3, optimizer,
+ *   loss: new torch.nn.BCEWithLogitsLoss(),
  * });
  */
 export async function fit(model: ScriptModule, options: FitOptions): Promise<History> {
