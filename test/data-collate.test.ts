@@ -96,5 +96,6 @@ describe('DataLoader on structured samples', () => {
     const loader = new data.DataLoader(new ListDataset(TEXT), { batchSize: 3 });
     await expect((async () => { for await (const b of loader) b.target.dispose(); })())
       .rejects.toThrow(/DataLoader: batch of samples 0, 1, 2: collate: 'input_ids' has shape \[3\] in sample 0 but \[1\] in sample 1/);
+    await expect((async () => { for await (const b of loader) b.target.dispose(); })()).rejects.toMatchObject({ code: 'FINETORCH_SHAPE' });
   });
 });

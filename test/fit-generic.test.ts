@@ -7,6 +7,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { native } from '../lib/native';
@@ -163,6 +165,13 @@ interface Ref {
 
 let dir: string;
 let ref: Ref;
+
+function getGc(): () => void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (typeof g === 'function') return g;
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
 
 beforeAll(async () => {
   dir = tmpDir('fit-generic');
@@ -349,6 +358,10 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
     const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
     const run = (epochs: number) => torch.train.fit(model, { train: loader(), val: loader(), epochs, optimizer, progress: false, amp: 'bf16', gradAccumulation: 2 });
     await run(1);
+    // Handles that earlier tests left to the finalizer are collected first, so the count after the
+    // runs (no collection asked for) shows what the loop itself left undisposed.
+    getGc()();
+    await new Promise((r) => setImmediate(r));
     const before = torch.memory().tensors;
     await run(3);
     await torch.train.evaluate(model, loader());
@@ -378,6 +391,11 @@ describe('fit, evaluate and predict take named inputs and dict or tuple outputs'
     await expect(run({ loss: (async () => 3) as unknown as torch.nn.LossFunction })).rejects.toThrow(/the loss function must resolve to a Tensor, got number/);
     await expect(run({ loss: 'mse' as unknown as torch.nn.LossFunction })).rejects.toThrow(/fit: loss must be a torch.nn loss/);
     const reg = await torch.jit.load(path.join(dir, 'reg.pt'));
+    // A [B, 1] head against [B] targets: fit's Error names the batch and keeps the loss's code.
+    const flat = regBatches().map((x) => ({ input: x.input, target: torch.tensor(REG_Y.slice(0, BS)) }));
+    const bad = torch.train.fit(reg, { train: flat, epochs: 1, optimizer: new torch.optim.SGD(reg.parameters(), { lr: 0.01 }), progress: false, loss: new torch.nn.MSELoss() });
+    await expect(bad).rejects.toThrow(/fit: epoch 1, batch 1: MSELoss: output of shape \[8,1\] and target of shape \[8\] must have one shape/);
+    await expect(bad).rejects.toMatchObject({ code: 'FINETORCH_SHAPE' });
     await expect(torch.train.fit(reg, {
       train: regBatches(), val: regBatches(), epochs: 2, optimizer: new torch.optim.SGD(reg.parameters(), { lr: 0.01 }), progress: false,
       loss: new torch.nn.MSELoss(), earlyStopping: { monitor: 'valAccuracy', patience: 1 },

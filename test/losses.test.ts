@@ -135,8 +135,9 @@ describe('element-wise losses refuse what PyTorch would broadcast or fail on dee
   const x = torch.tensor(OUT, { shape: [B, L] });
   test('a [B, 1] output against a [B] target is an Error with a hint, not a [B, B] broadcast', async () => {
     const out = torch.zeros([B, 1]);
-    await expect(new torch.nn.MSELoss().forward(out, torch.zeros([B]))).rejects.toThrow(
-      /MSELoss: output of shape \[6,1\] and target of shape \[6\] must have one shape \(squeeze the output's last dimension/);
+    const p = new torch.nn.MSELoss().forward(out, torch.zeros([B]));
+    await expect(p).rejects.toThrow(/MSELoss: output of shape \[6,1\] and target of shape \[6\] must have one shape \(squeeze the output's last dimension/);
+    await expect(p).rejects.toMatchObject({ code: 'FINETORCH_SHAPE' });
   });
   test('int64 targets name the dtype and how to make float targets', async () => {
     const y = torch.tensor(LABELS, { shape: [B, L], dtype: 'int64' });
@@ -145,6 +146,7 @@ describe('element-wise losses refuse what PyTorch would broadcast or fail on dee
   test('float32 output against float64 target is an Error', async () => {
     const y = torch.tensor(REG_TARGET, { shape: [B, L], dtype: 'float64' });
     await expect(new torch.nn.HuberLoss().forward(x, y)).rejects.toThrow(/HuberLoss: output \(float32\) and target \(float64\) must have one dtype/);
+    await expect(new torch.nn.HuberLoss().forward(x, y)).rejects.toMatchObject({ code: 'FINETORCH_DTYPE' });
   });
   test('a posWeight that is not one value per label is an Error naming the shapes', async () => {
     const lossFn = new torch.nn.BCEWithLogitsLoss({ posWeight: torch.ones([3]) });

@@ -4,6 +4,7 @@
  * regression values), with variable-length 1-D sequences padded to the longest in the batch.
  */
 import { tensor } from '../creation';
+import { codedError, withCode } from '../errors';
 import type { Tensor } from '../tensor';
 import type { Batch, ModelInput } from '../train/batch';
 import { hostType, numel, type HostArray, type HostData, type HostDataConstructor } from './dataset';
@@ -51,7 +52,7 @@ function stackField(arrays: HostArray[], field: string, options: CollateOptions,
   let type: HostDataConstructor | undefined;
   arrays.forEach((a, k) => {
     const t = hostType(a, `${what}: sample ${k} '${field}'`);
-    if (type && t !== type) throw new TypeError(`${what}: '${field}' holds ${type.name} in sample 0 but ${t.name} in sample ${k}`);
+    if (type && t !== type) throw withCode('FINETORCH_DTYPE', new TypeError(`${what}: '${field}' holds ${type.name} in sample 0 but ${t.name} in sample ${k}`));
     type = t;
   });
   const first = arrays[0].shape;
@@ -61,7 +62,7 @@ function stackField(arrays: HostArray[], field: string, options: CollateOptions,
   if (!same) {
     const k = arrays.findIndex((a) => a.shape.join() !== first.join());
     if (pad === undefined || !arrays.every((a) => a.shape.length === 1)) {
-      throw new Error(`${what}: '${field}' has shape [${first}] in sample 0 but [${arrays[k].shape}] in sample ${k}; ` +
+      throw codedError('FINETORCH_SHAPE', `${what}: '${field}' has shape [${first}] in sample 0 but [${arrays[k].shape}] in sample ${k}; ` +
         (arrays.every((a) => a.shape.length === 1) ? `pass padValue (e.g. { padValue: { ${field}: 0 } }) to pad sequences to the longest`
           : 'only 1-D sequences are padded; give the samples one shape'));
     }

@@ -249,7 +249,8 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
       try {
         return collateStructured(raw.map((r) => r.structured), { padValue: this.padValue, pinMemory: this.pinMemory }) as Batch<I>;
       } catch (e) {
-        throw new Error(`DataLoader: batch of samples ${keptIndices.join(', ')}: ${(e as Error).message}`, { cause: e });
+        throw Object.assign(new Error(`DataLoader: batch of samples ${keptIndices.join(', ')}: ${(e as Error).message}`, { cause: e }),
+          (e as { code?: string }).code ? { code: (e as { code?: string }).code } : {});
       }
     }
     const prepared = kept as PreparedSample[];

@@ -8,6 +8,7 @@
  */
 import { currentGradMode } from '../autograd';
 import * as check from '../check';
+import { codedError, withCode } from '../errors';
 import { native, type NativeTensor } from '../native';
 import { Tensor } from '../tensor';
 
@@ -31,19 +32,19 @@ function options<T extends object>(o: T | undefined, what: string): T {
 /** @internal Checks (output, target): Tensors of one floating dtype, on one device, of one shape. */
 export function checkPair(output: Tensor, target: Tensor, what: string): void {
   if (!(output instanceof Tensor) || !(target instanceof Tensor)) throw new TypeError(`${what}: expected (output: Tensor, target: Tensor)`);
-  if (!check.isFloating(output.dtype)) throw new TypeError(`${what}: the output must be floating point, got ${output.dtype}`);
+  if (!check.isFloating(output.dtype)) throw withCode('FINETORCH_DTYPE', new TypeError(`${what}: the output must be floating point, got ${output.dtype}`));
   if (!check.isFloating(target.dtype)) {
-    throw new TypeError(`${what}: targets must be floating point like the output (${output.dtype}), got ${target.dtype} ` +
-      "(make them with torch.tensor(values, { dtype: 'float32' }))");
+    throw withCode('FINETORCH_DTYPE', new TypeError(`${what}: targets must be floating point like the output (${output.dtype}), got ${target.dtype} ` +
+      "(make them with torch.tensor(values, { dtype: 'float32' }))"));
   }
-  if (output.dtype !== target.dtype) throw new TypeError(`${what}: output (${output.dtype}) and target (${target.dtype}) must have one dtype`);
-  if (output.device !== target.device) throw new Error(`${what}: output is on ${output.device} but target is on ${target.device}`);
+  if (output.dtype !== target.dtype) throw withCode('FINETORCH_DTYPE', new TypeError(`${what}: output (${output.dtype}) and target (${target.dtype}) must have one dtype`));
+  if (output.device !== target.device) throw codedError('FINETORCH_DEVICE', `${what}: output is on ${output.device} but target is on ${target.device}`);
   const os = output.shape;
   const ts = target.shape;
   if (os.join() !== ts.join()) {
     const hint = os.length === ts.length + 1 && os[os.length - 1] === 1 ? ' (squeeze the output\'s last dimension, or reshape the target to match)'
       : ts.length === os.length + 1 && ts[ts.length - 1] === 1 ? ' (squeeze the target\'s last dimension)' : '';
-    throw new Error(`${what}: output of shape [${os}] and target of shape [${ts}] must have one shape${hint}`);
+    throw codedError('FINETORCH_SHAPE', `${what}: output of shape [${os}] and target of shape [${ts}] must have one shape${hint}`);
   }
 }
 
@@ -103,9 +104,9 @@ export class BCEWithLogitsLoss {
       const shape = output.shape;
       for (const [name, t] of [['weight', this.weight], ['posWeight', this.posWeight]] as const) {
         if (!t) continue;
-        if (t.dtype !== output.dtype) throw new TypeError(`${what}: ${name} must be ${output.dtype} like the output, got ${t.dtype}`);
+        if (t.dtype !== output.dtype) throw withCode('FINETORCH_DTYPE', new TypeError(`${what}: ${name} must be ${output.dtype} like the output, got ${t.dtype}`));
         if (!broadcasts(t.shape, shape)) {
-          throw new Error(`${what}: ${name} of shape [${t.shape}] does not broadcast to the output's shape [${shape}]` +
+          throw codedError('FINETORCH_SHAPE', `${what}: ${name} of shape [${t.shape}] does not broadcast to the output's shape [${shape}]` +
             (name === 'posWeight' ? ` (give one value per label: [${shape[shape.length - 1] ?? 1}])` : ''));
         }
       }

@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import * as check from '../check';
+import type { FinetorchError } from '../errors';
 import type { ScriptModule } from '../jit/module';
 import type { NamePattern } from '../jit/patterns';
 import { native } from '../native';
@@ -277,11 +278,14 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
         }
         pending = doStep ? 0 : pending + 1;
       } catch (err) {
-        const msg = (err as Error).message;
-        const oom = /out of memory/i.test(msg)
+        const { message, code } = err as FinetorchError;
+        const oom = code === 'FINETORCH_OUT_OF_MEMORY'
           ? ` — the step for a batch of shape ${describeInput(b.input)} did not fit in ${device} memory; try a smaller batchSize, amp: 'bf16', or gradAccumulation`
           : '';
-        throw new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${msg}${oom}`);
+        // The code travels with the message, so callers decide on it (a smaller batch on FINETORCH_OUT_OF_MEMORY).
+        const wrapped = new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${message}${oom}`, { cause: err }) as FinetorchError;
+        if (code !== undefined) wrapped.code = code;
+        throw wrapped;
       } finally {
         release(b, keep);
       }

@@ -8,6 +8,7 @@
  * instead of one.
  */
 import { noGrad } from '../autograd';
+import { codedError } from '../errors';
 import type { ScriptModule } from '../jit/module';
 import { native } from '../native';
 import { CrossEntropyLoss } from '../nn/loss';
@@ -41,7 +42,7 @@ export async function computeLoss(lossFn: FitLoss, pred: Tensor, target: Tensor,
   if (loss.numel !== 1) {
     const shape = loss.shape;
     loss.dispose();
-    throw new Error(`${what}: the loss must be a single value to train on, got shape [${shape}] (use reduction 'mean' or 'sum')`);
+    throw codedError('FINETORCH_SHAPE', `${what}: the loss must be a single value to train on, got shape [${shape}] (use reduction 'mean' or 'sum')`);
   }
   return loss;
 }
@@ -77,7 +78,7 @@ export async function genericStep(ctx: GenericStepContext, b: Batch<ModelInput>,
   const what = 'fit';
   const n = inputBatchSize(b.input);
   if (n !== undefined && b.target.ndim > 0 && n !== b.target.shape[0]) {
-    throw new Error(`inputs and targets disagree: ${n} inputs (${describeInput(b.input)}) but ${b.target.shape[0]} targets (shape [${b.target.shape}])`);
+    throw codedError('FINETORCH_SHAPE', `inputs and targets disagree: ${n} inputs (${describeInput(b.input)}) but ${b.target.shape[0]} targets (shape [${b.target.shape}])`);
   }
   const total = b.target.ndim > 0 ? b.target.shape[0] : 1;
   const target = b.target.device === ctx.device ? b.target : await b.target.to(ctx.device);
