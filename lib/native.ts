@@ -45,8 +45,8 @@ export interface ModuleSnapshot {
 export interface NativeModule {
   readonly disposed: boolean;
   snapshot(): Promise<ModuleSnapshot>;
-  /** The TorchScript archive's bytes (written in memory; TypeScript writes the file). */
-  save(): Promise<Buffer>;
+  /** The TorchScript archive's bytes (written in memory; TypeScript writes the file), with extra files `{ name: text }`. */
+  save(extraFiles?: Record<string, string>): Promise<Buffer>;
   runMethod(name: string, inputs: unknown[], grad?: GradMode): Promise<unknown>;
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;

@@ -393,17 +393,28 @@ Napi::Value ModuleWrap::Snapshot(const Napi::CallbackInfo& info) {
       env, "module", [m] { return TakeSnapshot(*m); }, [](Napi::Env env, Snap& s) { return SnapToJs(env, s); });
 }
 
-// save(): Promise<Buffer>, the TorchScript archive's bytes. Written in memory, because libtorch's
-// file writer aborts the process when the disk fills (it throws from a destructor); TypeScript
-// writes the bytes to disk, where a full disk is an ordinary error.
+// save(extraFiles?): Promise<Buffer>, the TorchScript archive's bytes. Written in memory, because
+// libtorch's file writer aborts the process when the disk fills (it throws from a destructor);
+// TypeScript writes the bytes to disk, where a full disk is an ordinary error. extraFiles
+// ({ name: text }) go in through libtorch's ExtraFilesMap, as `<archive>/extra/<name>`, which is
+// where Python's torch.jit.load(_extra_files=...) looks for them.
 Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModulePtr m = Of(env, info.This(), "save");
+  torch::jit::ExtraFilesMap extra;
+  if (info.Length() > 0 && info[0].IsObject()) {
+    auto files = info[0].As<Napi::Object>();
+    auto names = files.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).As<Napi::String>();
+      extra[name] = files.Get(name).As<Napi::String>().Utf8Value();
+    }
+  }
   return Addon(env).executor->Submit<std::shared_ptr<std::string>>(
       env, "save",
-      [m] {
+      [m, extra = std::move(extra)] {
         std::ostringstream out;
-        m->save(out);
+        m->save(out, extra);
         return std::make_shared<std::string>(std::move(out).str());
       },
       [](Napi::Env env, std::shared_ptr<std::string>& bytes) -> Napi::Value {

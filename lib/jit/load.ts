@@ -9,6 +9,7 @@ import * as path from 'path';
 import * as check from '../check';
 import { native, probeLoadScript } from '../native';
 import { checkArchive, readEntry, type ArchiveEntry } from './archive';
+import { readMetadata } from './metadata';
 import { checkPickle, PickleError } from './pickle';
 import { ScriptModule } from './module';
 import { codedError, type FinetorchError } from '../errors';
@@ -60,6 +61,7 @@ function checkContents(bytes: Buffer, entries: ArchiveEntry[], what: string): [s
  * @example
  * const model = await torch.jit.load('resnet18.pt', { device: 'cpu' });
  * const untrusted = await torch.jit.load(upload, { isolate: true });
+ * console.log(model.metadata?.classes); // what the file recorded (see ScriptModule.metadata)
  */
 export async function load(source: string | Buffer | Uint8Array, options: LoadOptions = {}): Promise<ScriptModule> {
   if (options === null || typeof options !== 'object') throw new TypeError('jit.load: options must be an object');
@@ -79,7 +81,9 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
   } else {
     throw new TypeError('jit.load: expected a file path or a Buffer');
   }
-  const code = checkContents(bytes, checkArchive(bytes, what), what);
+  const entries = checkArchive(bytes, what);
+  const code = checkContents(bytes, entries, what);
+  const metadata = readMetadata(bytes, entries, what);
   if (options.isolate) {
     let file = typeof source === 'string' ? path.resolve(source) : '';
     let scratch = '';
@@ -110,5 +114,7 @@ export async function load(source: string | Buffer | Uint8Array, options: LoadOp
     const e = err as FinetorchError;
     throw codedError('FINETORCH_BAD_MODEL_FILE', `jit.load(${what}): not a usable TorchScript model: ${e.detail ?? e.message}`, { cause: err });
   }
-  return new ScriptModule(handle, snap, what);
+  const model = new ScriptModule(handle, snap, what);
+  model.metadata = metadata;
+  return model;
 }

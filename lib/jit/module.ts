@@ -11,6 +11,13 @@ import { native, type DType, type ModuleSnapshot, type NativeModule, type Native
 import { Tensor } from '../tensor';
 import { nameMatcher, unmatchedPatterns, type NamePattern } from './patterns';
 import { disposedError } from '../errors';
+import { METADATA_FILE, metadataText, type ModelMetadata } from './metadata';
+
+/** Options of `ScriptModule.save`. */
+export interface SaveOptions {
+  /** Metadata to store in the file (a plain JSON object), null for none; default: the model's `metadata`. */
+  metadata?: ModelMetadata | null;
+}
 
 /** A submodule as `namedModules()` reports it. */
 export interface ModuleInfo {
@@ -109,6 +116,7 @@ export class ScriptModule {
   frozenBatchNormEval = true;
   /** Where the model came from (a path, or 'buffer'). */
   readonly source: string;
+  private meta: ModelMetadata | undefined;
 
   /** @internal Use `torch.jit.load`. */
   constructor(handle: NativeModule, snap: ModuleSnapshot, source: string) {
@@ -409,23 +417,47 @@ export class ScriptModule {
   }
 
   /**
+   * The model's metadata: the JSON object stored in its file as `finetorch.json` (see
+   * `train.describe` for what finetorch records there), or undefined when it has none. A loaded
+   * model keeps its file's metadata, and `save` writes it back unless told otherwise. Setting it
+   * checks it (a plain JSON object; `classes`, `task`, `transform`... of the right types) and
+   * stores a copy; set undefined or null to drop it.
+   *
+   * @example
+   * const model = await torch.jit.load('run/model.pt');
+   * console.log(model.metadata?.classes); // ['cat', 'dog']
+   * model.metadata = train.describe({ classes: ['cat', 'dog'], transform: transforms.imagenet({ train: false }) });
+   */
+  get metadata(): ModelMetadata | undefined { return this.meta; }
+  set metadata(value: ModelMetadata | undefined | null) {
+    const text = metadataText(value, 'metadata');
+    this.meta = text === undefined ? undefined : JSON.parse(text);
+  }
+
+  /**
    * Saves as TorchScript (Python's `torch.jit.load` reads it). Atomic: written to a temporary file
    * in the same folder, flushed, then renamed over `file`, so a crash never leaves half a file; on
    * failure the temporary file is removed and the Error names the file and the cause (`ENOSPC`,
    * `EROFS`, `EACCES`, in its `code` too). A path ending in '/' or naming a folder is an Error.
+   * `metadata` goes into the archive as `finetorch.json` (Python reads it with
+   * `torch.jit.load(path, _extra_files={'finetorch.json': ''})`); by default the model's own
+   * `metadata`, null for none.
    *
    * @example
    * await model.save('out/model.pt');
+   * await model.save('out/model.pt', { metadata: train.describe({ classes, transform, task: 'single-label' }) });
    */
-  async save(file: string): Promise<void> {
+  async save(file: string, options: SaveOptions = {}): Promise<void> {
     if (typeof file !== 'string' || file === '') throw new TypeError('save(path): path must be a non-empty string');
     // libtorch serializes in memory; the disk write is Node's, so a full disk is an Error, not an abort.
-    await writeAtomic(file, await this.serialize(), 'save');
+    await writeAtomic(file, await this.serialize(options, 'save'), 'save');
   }
 
-  /** @internal The TorchScript file's bytes, as `save` writes them. */
-  async serialize(): Promise<Buffer> {
-    return this.live('save()').save();
+  /** @internal The TorchScript file's bytes, as `save` writes them (checkpoints write these too). */
+  async serialize(options: SaveOptions = {}, what = 'serialize'): Promise<Buffer> {
+    if (options === null || typeof options !== 'object') throw new TypeError(`${what}: options must be an object`);
+    const text = metadataText(options.metadata === undefined ? this.meta : options.metadata, what);
+    return this.live('save()').save(text === undefined ? undefined : { [METADATA_FILE]: text });
   }
 
   /** Frees the model (its parameters live on while other handles use them). */

@@ -86,7 +86,7 @@ export async function readCheckpoint(from: string): Promise<{ dir: string; meta:
   return { dir: path.dirname(file), meta };
 }
 
-/** @internal Restores model weights, optimizer state and RNG from a checkpoint. */
+/** @internal Restores model weights, optimizer state and RNG from a checkpoint, and its metadata when the model has none. */
 export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { optimizerGroups: { lr: number; initialLr?: number }[] }, model: ScriptModule, optimizer: Optimizer): Promise<void> {
   const saved = await load(path.join(dir, meta.model));
   try {
@@ -99,6 +99,8 @@ export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { op
       }
       await native.op('copy_', [t.handle, s.handle], [], false);
     }
+    // A model rebuilt from its base file for the resume has lost what the checkpoint recorded.
+    if (model.metadata === undefined && saved.metadata !== undefined) model.metadata = saved.metadata;
   } finally {
     saved.dispose();
   }

@@ -6,3 +6,5 @@ export type { EvaluateResult, EvaluateOptions, EvaluateTask, MultiLabelResult, P
 export type { Batch, BatchSource, ModelInput } from './batch';
 export type { FitLoss } from './generic_step';
 export type { OutputChoice } from './model_io';
+export { describe } from './describe';
+export type { DescribeOptions } from './describe';

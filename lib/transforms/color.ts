@@ -83,5 +83,5 @@ export function colorJitter(options: ColorJitterOptions): Transform {
       const factors = ops.map(([, [lo, hi]]) => rng.uniform(lo, hi));
       for (const k of order) ops[k][2](img, factors[k]);
     },
-  }]);
+  }], { type: 'colorJitter', ...Object.fromEntries(ops.map(([n, r]) => [n, [...r]])) });
 }

@@ -50,7 +50,7 @@ export function resize(size: number | number[], options: { interpolation?: Inter
       const [w, h] = resizedSize(g.width, g.height, s, maxSize);
       g.resize(w, h, interpolation);
     },
-  }]);
+  }], { type: 'resize', size: s, interpolation, ...(maxSize === undefined ? {} : { maxSize }) });
 }
 
 /**
@@ -72,7 +72,7 @@ export function centerCrop(size: number | number[]): Transform {
       const top = ch > g.height ? -Math.floor((ch - g.height) / 2) : roundHalfEven((g.height - ch) / 2);
       g.crop(left, top, cw, ch);
     },
-  }]);
+  }], { type: 'centerCrop', size: s });
 }
 
 /** Options of `randomResizedCrop`. */
@@ -135,7 +135,7 @@ export function randomResizedCrop(size: number | number[], options: RandomResize
       g.crop(Math.floor((width - w) / 2), Math.floor((height - h) / 2), w, h);
       g.resize(outW, outH, interpolation);
     },
-  }]);
+  }], { type: 'randomResizedCrop', size: s, scale, ratio, interpolation });
 }
 
 /**
@@ -153,5 +153,5 @@ export function randomHorizontalFlip(p = 0.5): Transform {
     plan(g, rng) {
       if (rng.random() < p) g.flip();
     },
-  }]);
+  }], { type: 'randomHorizontalFlip', p });
 }

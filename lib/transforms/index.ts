@@ -15,7 +15,8 @@
  * ]);
  */
 export { Transform, compose } from './transform';
-export type { Interpolation } from './transform';
+export type { Interpolation, TransformJSON } from './transform';
+export { fromJSON } from './json';
 export { resize, centerCrop, randomResizedCrop, randomHorizontalFlip } from './geometry';
 export type { RandomResizedCropOptions } from './geometry';
 export { colorJitter } from './color';

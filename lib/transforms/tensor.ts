@@ -14,7 +14,7 @@ export const IMAGENET_STD: readonly number[] = [0.229, 0.224, 0.225];
  * transforms.compose([transforms.centerCrop(28), transforms.toTensor()]);
  */
 export function toTensor(): Transform {
-  return new Transform('toTensor()', [{ kind: 'toTensor' }]);
+  return new Transform('toTensor()', [{ kind: 'toTensor' }], { type: 'toTensor' });
 }
 
 /**
@@ -40,5 +40,6 @@ export function normalize(options: { mean?: number[]; std?: number[] } = {}): Tr
   std.forEach((s, i) => {
     if (s === 0) throw new RangeError(`normalize(): std[${i}] is 0, which would divide by zero`);
   });
-  return new Transform(`normalize({ mean: [${mean}], std: [${std}] })`, [{ kind: 'normalize', mean: [...mean], std: [...std] }]);
+  return new Transform(`normalize({ mean: [${mean}], std: [${std}] })`, [{ kind: 'normalize', mean: [...mean], std: [...std] }],
+    { type: 'normalize', mean: [...mean], std: [...std] });
 }

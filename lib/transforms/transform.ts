@@ -40,6 +40,20 @@ export type Step =
   | { kind: 'normalize'; mean: readonly number[]; std: readonly number[] };
 
 /**
+ * A transform as JSON: the factory's name in `type` and its arguments, all defaults filled in, so
+ * `transforms.fromJSON` rebuilds the same transform (and a Python reader can map it to torchvision).
+ */
+export type TransformJSON =
+  | { type: 'compose'; transforms: TransformJSON[] }
+  | { type: 'resize'; size: number | [number, number]; interpolation: Interpolation; maxSize?: number }
+  | { type: 'centerCrop'; size: number | [number, number] }
+  | { type: 'randomResizedCrop'; size: number | [number, number]; scale: [number, number]; ratio: [number, number]; interpolation: Interpolation }
+  | { type: 'randomHorizontalFlip'; p: number }
+  | { type: 'colorJitter'; brightness?: number | [number, number]; contrast?: number | [number, number]; saturation?: number | [number, number] }
+  | { type: 'toTensor' }
+  | { type: 'normalize'; mean: number[]; std: number[] };
+
+/**
  * An image transform, made by `transforms.resize(...)`, `transforms.compose([...])` and the others.
  * Datasets run it on each image: the geometric steps in sharp, the rest while writing the batch.
  *
@@ -52,14 +66,28 @@ export class Transform {
   readonly name: string;
   /** @internal */
   readonly steps: readonly Step[];
+  /** @internal What `toJSON` returns. */
+  readonly spec: TransformJSON;
 
   /** @internal Use the factory functions (`transforms.resize`, ...). */
-  constructor(name: string, steps: readonly Step[]) {
+  constructor(name: string, steps: readonly Step[], spec: TransformJSON) {
     this.name = name;
     this.steps = steps;
+    this.spec = spec;
   }
 
   toString(): string { return this.name; }
+
+  /**
+   * The transform as JSON (a fresh copy), which `transforms.fromJSON` turns back into the same
+   * transform; `JSON.stringify(t)` uses it.
+   *
+   * @example
+   * const json = transforms.imagenet({ train: false, size: 64 }).toJSON();
+   * // { type: 'compose', transforms: [{ type: 'resize', size: 73, interpolation: 'bilinear' }, { type: 'centerCrop', size: 64 }, ...] }
+   * const same = transforms.fromJSON(json);
+   */
+  toJSON(): TransformJSON { return structuredClone(this.spec); }
 }
 
 /**
@@ -76,7 +104,7 @@ export function compose(list: Transform[]): Transform {
   list.forEach((t, i) => {
     if (!(t instanceof Transform)) throw new TypeError(`compose(): element ${i} is not a transform (make them with transforms.resize(), ...)`);
   });
-  const t = new Transform(`compose([${list.map(String).join(', ')}])`, list.flatMap((x) => x.steps));
+  const t = new Transform(`compose([${list.map(String).join(', ')}])`, list.flatMap((x) => x.steps), { type: 'compose', transforms: list.map((x) => x.toJSON()) });
   compile(t);
   return t;
 }
