@@ -28,7 +28,7 @@ const ROUNDS = opt('rounds', 3);
 const PREFETCH = opt('prefetch', 4);
 const BATCH = 32;
 const CLASSES = 10;
-const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+const PYTHON = require('../scripts/python').pythonPath();
 // --same-malloc: the PyTorch process gets finetorch's malloc settings too (see bench/train.js)
 const SAME_MALLOC = args.includes('--same-malloc');
 

@@ -57,7 +57,7 @@ function positive(v, what, min = 1) {
   return n;
 }
 
-const PYTHON = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+const PYTHON = require('../scripts/python').pythonPath();
 
 /**
  * The environment of the PyTorch side. finetorch raises glibc malloc's mmap/trim thresholds when

@@ -4,9 +4,13 @@
 #include "device.h"
 #include "executor.h"
 #include "generic_step.h"
+#include "malloc_tuning.h"
+#include "memory_stats.h"
 #include "optimizer.h"
+#include "runtime.h"
 #include "script_module.h"
 #include "tensor.h"
+#include "train_step.h"
 
 namespace finetorch {
 

@@ -1,5 +1,5 @@
-// The JS handle of a libtorch optimizer (AdamW, SGD) and the fused training step that runs
-// forward, loss, backward, clipping, the optimizer step and zero-grad as one queued task.
+// The JS handle of a libtorch optimizer (AdamW, SGD): its parameter groups, state and the fp16 loss
+// scaler its steps use. The training step that drives it is in train_step.h.
 #pragma once
 
 #include "amp.h"
@@ -36,9 +36,5 @@ class OptimizerWrap : public Napi::ObjectWrap<OptimizerWrap> {
   OptimizerPtr holder_;
   std::string kind_;
 };
-
-Napi::Value TrainStep(const Napi::CallbackInfo& info);
-Napi::Value ApplyAccumulated(const Napi::CallbackInfo& info);
-Napi::Value ClipGradNorm(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch

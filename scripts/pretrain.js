@@ -14,7 +14,7 @@ const torch = require('../dist');
 
 const root = path.resolve(__dirname, '..');
 const models = path.join(root, 'models');
-const python = process.env.FINETORCH_PYTHON || '/usr/bin/python3';
+const python = require('./python').pythonPath();
 const epochs = Number(process.argv[process.argv.indexOf('--epochs') + 1]) || 3;
 const SEED = 20261127;
 

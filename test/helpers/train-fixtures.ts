@@ -10,11 +10,10 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { pythonPath } from './python';
 
-/** The Python that has torch and torchvision. */
-export function py(): string {
-  return process.env.FINETORCH_PYTHON ?? '/usr/bin/python3';
-}
+/** The Python that has torch and torchvision (the rule of helpers/python.ts). */
+export const py = pythonPath;
 
 /**
  * Runs `code` (written to a .py file: TorchScript needs the source of scripted classes) with
