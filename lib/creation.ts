@@ -6,6 +6,7 @@ import * as os from 'os';
 import * as check from './check';
 import { native, type DType } from './native';
 import { Tensor } from './tensor';
+import { withCode } from './errors';
 
 /** Options shared by `tensor()` and the factories. */
 export interface TensorOptions {
@@ -196,17 +197,23 @@ export function tensor(data: TensorLike | number | bigint | boolean, options: Te
 }
 
 /**
- * Refuses a CPU tensor larger than the machine's whole memory before anything is queued: libtorch
- * would fail only at the first op that touches it, after `memory()` had counted it.
+ * Refuses, at the call, a CPU tensor larger than the machine's whole memory, or than the memory it
+ * has available now: libtorch would fail only at the first op that touches it (after `memory()`
+ * had counted it), or Linux would grant the allocation and kill the process when the tensor is
+ * filled. Nothing is queued or counted then.
  */
 function checkMemory(what: string, shape: number[], numel: number, dtype: DType, device: string): void {
   if (device !== 'cpu') return;
   const bytes = numel * ITEM_BYTES[dtype];
   const total = os.totalmem();
-  if (bytes <= total) return;
   const gb = (n: number) => (n / 1e9).toLocaleString('en-US', { maximumFractionDigits: 1 });
-  throw new RangeError(`${what}: shape [${shape.join(', ')}] of ${dtype} needs ${gb(bytes)} GB, ` +
-    `more than this machine's ${gb(total)} GB of memory`);
+  const needs = `${what}: shape [${shape.join(', ')}] of ${dtype} needs ${gb(bytes)} GB`;
+  if (bytes > total) throw withCode('FINETORCH_OUT_OF_MEMORY', new RangeError(`${needs}, more than this machine's ${gb(total)} GB of memory`));
+  // os.freemem() is the kernel's MemAvailable: free memory plus what caches give back.
+  const available = os.freemem();
+  if (bytes > available) {
+    throw withCode('FINETORCH_OUT_OF_MEMORY', new RangeError(`${needs}, more than the ${gb(available)} GB of memory this machine has available now`));
+  }
 }
 
 function make(kind: string, shape: number[], options: TensorOptions, a?: number, b?: number, c?: number): Tensor {

@@ -132,6 +132,19 @@ describe('factories refuse a CPU size no machine memory could hold, at the call'
     expect(make).toThrow(message);
     expect(torch.memory()).toEqual(before); // nothing was counted
   });
+
+  test('a size the machine has but cannot spare now is refused at the call too (FINETORCH_OUT_OF_MEMORY), not granted and then killed', () => {
+    // a little more than what is available now, and less than the whole memory
+    const free = os.freemem();
+    const n = Math.ceil((free + Math.min(1e9, (os.totalmem() - free) / 2)) / 4);
+    if (n * 4 >= os.totalmem()) return; // nothing lies between available and total on this machine
+    const before = torch.memory();
+    let err: (Error & { code?: string }) | undefined;
+    try { torch.zeros([n]); } catch (e) { err = e as Error & { code?: string }; }
+    expect(err?.message).toMatch(new RegExp(`^zeros\\(\\): shape \\[${n}\\] of float32 needs [\\d,.]+ GB, more than the [\\d,.]+ GB of memory this machine has available now$`));
+    expect(err?.code).toBe('FINETORCH_OUT_OF_MEMORY');
+    expect(torch.memory()).toEqual(before);
+  });
 });
 
 describe('freeze and unfreeze: every pattern of a list must match a parameter', () => {
