@@ -23,3 +23,4 @@ export * as train from './train';
 export * as data from './data';
 export * as transforms from './transforms';
 export * as report from './report';
+export * as serving from './serving';

@@ -55,6 +55,26 @@ export interface NativeModule {
   dispose(): void;
 }
 
+/** A parameter of a model a Predictor serves, as the predictor loaded it. */
+export interface PredictorParam { name: string; shape: number[]; dtype: DType }
+
+/** One example's result from a predictor batch: its output row, or its softmax top-k. */
+export type PredictorRow =
+  | { tensor: NativeTensor; data?: Float32Array | Float64Array }
+  | { probabilities: number[]; indices: number[] };
+
+/** The raw serving predictor: an executor thread of its own and its own copy of the model. */
+export interface NativePredictor {
+  load(bytes: Buffer, code: [string, string][]): Promise<PredictorParam[]>;
+  /** Clones `module` on the training executor (between its queued steps). */
+  adopt(module: NativeModule): Promise<PredictorParam[]>;
+  /** Copies `module`'s weights (taken on the training executor) into the served model. */
+  copyWeights(module: NativeModule): Promise<void>;
+  updateFromBytes(bytes: Buffer, code: [string, string][]): Promise<void>;
+  run(inputs: NativeTensor[], topk: number): Promise<PredictorRow[]>;
+  close(): void;
+}
+
 /** Per-group optimizer settings handed to the native optimizer. */
 export interface NativeGroup {
   params: NativeTensor[];
@@ -108,6 +128,7 @@ export interface Binding {
   scaledBackward(optimizer: NativeOptimizer, loss: NativeTensor, options: { factor: number; amp: number }): Promise<void>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string, code?: [string, string][]): Promise<NativeModule>;
+  Predictor: new (device: string, threads: number) => NativePredictor;
   Tensor: new (...args: never[]) => NativeTensor;
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;

@@ -7,6 +7,7 @@
 #include "malloc_tuning.h"
 #include "memory_stats.h"
 #include "optimizer.h"
+#include "predictor.h"
 #include "runtime.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -35,6 +36,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", tensor);
   exports.Set("ScriptModule", ModuleWrap::Init(env));
   exports.Set("loadModule", Napi::Function::New(env, LoadModule));
+  exports.Set("Predictor", PredictorWrap::Init(env));
   exports.Set("Optimizer", OptimizerWrap::Init(env));
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
   exports.Set("applyStep", Napi::Function::New(env, ApplyAccumulated));

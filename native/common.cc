@@ -50,7 +50,8 @@ static const char* CodeFromMessage(const std::string& m) {
   auto has = [&m](const char* s) { return m.find(s) != std::string::npos; };
   if (has("can't allocate memory") || has("out of memory")) return "FINETORCH_OUT_OF_MEMORY";
   if (has("shapes cannot be multiplied") || has("must match the size of tensor") || has("is invalid for input of size") ||
-      has("size mismatch") || has("Expected size") || has("Sizes of tensors must match") || has("shape mismatch")) {
+      has("size mismatch") || has("Expected size") || has("Sizes of tensors must match") || has("shape mismatch") ||
+      has("channels, but got") || has("-dimensional input")) {
     return "FINETORCH_SHAPE";
   }
   if (has("expected scalar type") || has("Expected object of scalar type") || has("must have the same dtype") ||

@@ -34,11 +34,11 @@ function isolateLoad(file: string, device: string, what: string): Promise<void> 
 }
 
 /**
- * Second line of defence after the zip layer (whose CRC check a damaged-then-repaired entry
+ * @internal Second line of defence after the zip layer (whose CRC check a damaged-then-repaired entry
  * passes): every pickle must be a well-formed opcode stream (see pickle.ts), and the source
  * entries are returned for the native side to parse and check before libtorch compiles them.
  */
-function checkContents(bytes: Buffer, entries: ArchiveEntry[], what: string): [string, string][] {
+export function checkContents(bytes: Buffer, entries: ArchiveEntry[], what: string): [string, string][] {
   const code: [string, string][] = [];
   for (const entry of entries) {
     if (/(\.|_)pkl$/.test(entry.name)) {

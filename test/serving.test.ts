@@ -1,0 +1,264 @@
+/**
+ * torch.serving.Predictor: its own thread and copy of the weights, dynamic batching, hot swap, and
+ * the Errors that leave it serving.
+ *
+ * Models made by Python in beforeAll (scripted, so train/eval switches BatchNorm):
+ *   cnn.pt   = Conv2d(3, 8, 3) + BatchNorm2d(8) + ReLU + AdaptiveAvgPool2d(1) + Flatten + Linear(8, 5)
+ *   cnn7.pt  = the same with Linear(8, 7): another architecture
+ *   cnn_b.pt = cnn.pt's architecture with other weights
+ *   big.pt   = an MLP large enough that its training steps take a while
+ */
+import * as path from 'path';
+import * as torch from '../lib';
+import type { Tensor } from '../lib';
+import { floats, runPy, tmpDir } from './helpers/train-fixtures';
+
+jest.setTimeout(120_000);
+
+const dir = tmpDir('serving');
+const file = (name: string) => path.join(dir, name);
+const C = 5;
+const SHAPE = [3, 16, 16];
+const EX = SHAPE.reduce((a, b) => a * b, 1);
+
+beforeAll(async () => {
+  await runPy(`
+import sys, torch
+from torch import nn
+out = sys.argv[1]
+def cnn(classes, seed):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-0.5, 0.5); m[1].running_var.uniform_(0.5, 2.0)
+    return torch.jit.script(m)
+cnn(${C}, 1).save(out + '/cnn.pt')
+cnn(7, 1).save(out + '/cnn7.pt')
+cnn(${C}, 2).save(out + '/cnn_b.pt')
+torch.manual_seed(3)
+torch.jit.script(nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))).save(out + '/big.pt')
+`, [dir]);
+});
+
+function example(seed: number): Tensor {
+  return torch.tensor(floats(seed, EX), { shape: SHAPE });
+}
+
+/** model.eval().forward of the examples stacked into one batch, row by row. */
+async function reference(model: torch.jit.ScriptModule, xs: Tensor[]): Promise<Float32Array[]> {
+  model.eval();
+  const out = await model.forward(await torch.stack(xs));
+  const flat = (await out.data()) as Float32Array;
+  const width = flat.length / xs.length;
+  return xs.map((_, i) => flat.slice(i * width, (i + 1) * width));
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+async function expectServes(p: torch.serving.Predictor, model: torch.jit.ScriptModule): Promise<void> {
+  const x = example(99);
+  const [want] = await reference(model, [x]);
+  const got = await p.predict(x);
+  expect(maxAbsDiff((await got.data()) as Float32Array, want)).toBeLessThan(1e-5);
+}
+
+test('predict answers each concurrent caller with its row of model.eval().forward on the batch, in one batch', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { maxBatch: 4, maxDelayMs: 1000 });
+  const xs = [1, 2, 3, 4].map(example);
+  const want = await reference(model, xs);
+  const got = await Promise.all(xs.map((x) => p.predict(x)));
+  for (let i = 0; i < xs.length; i++) {
+    expect(got[i].shape).toEqual([C]);
+    expect(maxAbsDiff((await got[i].data()) as Float32Array, want[i])).toBeLessThan(1e-5);
+  }
+  // maxBatch reached: the batch ran at once, without waiting the 1000 ms
+  const s = p.stats();
+  expect(s).toMatchObject({ requests: 4, errors: 0, batches: 1, meanBatchSize: 4 });
+  expect(s.latencyMs.p99).toBeGreaterThan(0);
+  expect(s.latencyMs.p50).toBeLessThanOrEqual(s.latencyMs.p99);
+  await p.close();
+});
+
+test('{ data, shape } inputs, maxBatch 1 runs every request alone, and item()/tolist() read the copied values', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { maxBatch: 1 });
+  const xs = [5, 6, 7].map((s) => floats(s, EX));
+  const want = await reference(model, xs.map((d) => torch.tensor(d, { shape: SHAPE })));
+  const got = await Promise.all(xs.map((data) => p.predict({ data: Array.from(data), shape: SHAPE })));
+  for (let i = 0; i < xs.length; i++) expect(maxAbsDiff((await got[i].data()) as Float32Array, want[i])).toBeLessThan(1e-5);
+  expect((await got[0].tolist() as number[])[2]).toBeCloseTo(want[0][2], 5);
+  expect(p.stats()).toMatchObject({ requests: 3, batches: 3, meanBatchSize: 1 });
+  await p.close();
+});
+
+test('classify gives the top-k labels with their softmax probabilities, most probable first', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(model);
+  const labels = ['a', 'b', 'c', 'd', 'e'];
+  const x = example(8);
+  const [logits] = await reference(model, [x]);
+  const e = Array.from(logits, (v) => Math.exp(v));
+  const sum = e.reduce((a, b) => a + b, 0);
+  const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]);
+  const [top, two] = await Promise.all([p.classify(x, { topk: 3, labels }), p.classify(x, { topk: 2 })]);
+  expect(top.map((t) => t.index)).toEqual(order.slice(0, 3).map((o) => o[1]));
+  expect(top.map((t) => t.label)).toEqual(order.slice(0, 3).map((o) => labels[o[1]]));
+  top.forEach((t, j) => expect(t.probability).toBeCloseTo(order[j][0], 6));
+  expect(two.map((t) => t.label)).toEqual(order.slice(0, 2).map((o) => String(o[1])));
+  expect(p.stats()).toMatchObject({ requests: 2, batches: 1 });
+  await expect(p.classify(x, { labels: ['a', 'b'] })).rejects.toMatchObject({ code: 'FINETORCH_INDEX', message: expect.stringMatching(/only 2 labels/) });
+  await p.close();
+});
+
+test('a predictor loaded from a model serves a clone in eval mode: changes to the model reach it only through update()', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  model.train();
+  const p = await torch.serving.Predictor.load(model);
+  const x = example(9);
+  const before = (await (await p.predict(x)).data()) as Float32Array;
+  // one SGD step changes the model's weights (and, in train mode, its BatchNorm statistics)
+  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.5 });
+  const out = await model.forward(await torch.stack([example(1), example(2)]));
+  const loss = await new torch.nn.CrossEntropyLoss().forward(out, torch.tensor([1n, 3n]));
+  await loss.backward();
+  await opt.step();
+  expect(maxAbsDiff((await (await p.predict(x)).data()) as Float32Array, before)).toBe(0);
+  await p.update(model);
+  const [want] = await reference(model, [x]);
+  expect(maxAbsDiff(want, before)).toBeGreaterThan(1e-3);
+  expect(maxAbsDiff((await (await p.predict(x)).data()) as Float32Array, want)).toBeLessThan(1e-5);
+  await p.close();
+});
+
+test('update from a file swaps the weights; requests made before update() finish on the old ones', async () => {
+  const a = await torch.jit.load(file('cnn.pt'));
+  const b = await torch.jit.load(file('cnn_b.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { maxDelayMs: 50 });
+  const x = example(10);
+  const [wantA] = await reference(a, [x]);
+  const [wantB] = await reference(b, [x]);
+  const early = p.predict(x);  // still waiting for company when update() is called
+  const swapped = p.update(file('cnn_b.pt'));
+  expect(maxAbsDiff((await (await early).data()) as Float32Array, wantA)).toBeLessThan(1e-5);
+  await swapped;
+  expect(maxAbsDiff((await (await p.predict(x)).data()) as Float32Array, wantB)).toBeLessThan(1e-5);
+  await p.close();
+});
+
+test('update with another architecture is an Error naming the mismatch, and the old weights keep serving', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const other = await torch.jit.load(file('cnn7.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'));
+  await expect(p.update(other)).rejects.toMatchObject({ code: 'FINETORCH_SHAPE', message: expect.stringMatching(/^Predictor\.update: .*'5\.weight' has shape \[7, 8\], the served model's \[5, 8\]/) });
+  await expect(p.update(file('cnn7.pt'))).rejects.toMatchObject({ code: 'FINETORCH_SHAPE' });
+  await expect(p.update(file('nope.pt'))).rejects.toThrow(/no such file/);
+  await expect(p.update(Buffer.from('not a model'))).rejects.toMatchObject({ code: 'FINETORCH_BAD_MODEL_FILE' });
+  await expect(p.update(42 as never)).rejects.toThrow(TypeError);
+  await expectServes(p, model);
+  await p.close();
+});
+
+test('bad inputs are clear Errors, batched apart from good ones, and the predictor keeps serving', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { maxDelayMs: 20 });
+  await expect(p.predict(torch.tensor(new Int32Array(EX), { shape: SHAPE }))).rejects.toMatchObject({ code: 'FINETORCH_DTYPE', message: 'predict: the input is int32 but the model takes float32' });
+  await expect(p.predict({ data: [1, 2, 3], shape: SHAPE })).rejects.toMatchObject({ code: 'FINETORCH_SHAPE', message: expect.stringMatching(/has 3 elements but shape \[3, 16, 16\] needs 768/) });
+  await expect(p.predict('cat' as never)).rejects.toThrow(TypeError);
+  const disposed = example(1);
+  disposed.dispose();
+  await expect(p.predict(disposed)).rejects.toMatchObject({ code: 'FINETORCH_DISPOSED' });
+  // a wrong shape reaches the model, which refuses it; a good request made meanwhile is answered
+  const bad = p.predict(torch.tensor(floats(2, 16 * 16), { shape: [16, 16] }));
+  const good = p.predict(example(3));
+  await expect(bad).rejects.toMatchObject({ code: 'FINETORCH_SHAPE', message: expect.stringMatching(/^predict: the model refused an input of shape \[16, 16\] \(float32\): /) });
+  const [want] = await reference(model, [example(3)]);
+  expect(maxAbsDiff((await (await good).data()) as Float32Array, want)).toBeLessThan(1e-5);
+  await expectServes(p, model);
+  expect(p.stats().errors).toBe(1);
+  await p.close();
+});
+
+test('bad options are TypeErrors; a damaged file is FINETORCH_BAD_MODEL_FILE', async () => {
+  await expect(torch.serving.Predictor.load(file('cnn.pt'), { threads: 0 })).rejects.toThrow(/threads must be an integer in \[1, 1024\]/);
+  await expect(torch.serving.Predictor.load(file('cnn.pt'), { maxBatch: 1.5 })).rejects.toThrow(TypeError);
+  await expect(torch.serving.Predictor.load(file('cnn.pt'), { maxDelayMs: -1 })).rejects.toThrow(/maxDelayMs/);
+  await expect(torch.serving.Predictor.load(file('cnn.pt'), { device: 'tpu' })).rejects.toThrow(TypeError);
+  await expect(torch.serving.Predictor.load(Buffer.from('PK not a model'))).rejects.toMatchObject({ code: 'FINETORCH_BAD_MODEL_FILE' });
+});
+
+test('a closed predictor answers the requests made before close(), then refuses predict, classify and update', async () => {
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { maxDelayMs: 50 });
+  const pending = p.predict(example(4));
+  await p.close();
+  expect((await pending).shape).toEqual([C]);
+  expect(p.isClosed).toBe(true);
+  await expect(p.predict(example(4))).rejects.toMatchObject({ code: 'FINETORCH_DISPOSED', message: 'predict: the predictor is closed' });
+  await expect(p.classify(example(4))).rejects.toMatchObject({ code: 'FINETORCH_DISPOSED' });
+  await expect(p.update(file('cnn.pt'))).rejects.toMatchObject({ code: 'FINETORCH_DISPOSED' });
+  await p.close();
+});
+
+test('a predict issued while fit trains another model is answered before the training steps queued after it; update() during fit takes weights between steps', async () => {
+  const big = await torch.jit.load(file('big.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { threads: 1 });
+  const q = await torch.serving.Predictor.load(big);
+  let swap: Promise<void> | undefined;
+  const n = 64 * 12;
+  const ds = new torch.data.TensorDataset(torch.tensor(floats(20, n * 256), { shape: [n, 256] }), torch.randint(0, 4, [n]));
+  const train = new torch.data.DataLoader(ds, { batchSize: 64 });
+  let steps = 0;
+  let asked = -1;
+  let answered = -1;
+  let pending: Promise<unknown> | undefined;
+  const fitting = torch.train.fit(big, {
+    train, epochs: 2, loss: new torch.nn.CrossEntropyLoss(), optimizer: new torch.optim.SGD(big.parameters(), { lr: 0.01 }),
+    progress: false,
+    callbacks: {
+      onBatchEnd: () => {
+        steps++;
+        if (steps === 2) {
+          asked = steps;
+          pending = p.predict(example(5)).then(() => { answered = steps; });
+        }
+        if (steps === 4) swap = q.update(big);  // the model fit is training
+      },
+    },
+  } as Parameters<typeof torch.train.fit>[1]);
+  await fitting;
+  await pending;
+  // 24 steps in all: the answer came within a step of the question, not after the queued epoch
+  expect(steps).toBe(24);
+  expect(asked).toBe(2);
+  expect(answered - asked).toBeLessThanOrEqual(2);
+  await swap;
+  await q.update(big);
+  const x = torch.tensor(floats(21, 256), { shape: [256] });
+  big.eval();
+  const want = (await (await big.forward(await torch.stack([x]))).data()) as Float32Array;
+  expect(maxAbsDiff((await (await q.predict(x)).data()) as Float32Array, want)).toBeLessThan(1e-5);
+  await q.close();
+  await p.close();
+});
+
+test('a predict never waits behind work queued on the training executor, where model.forward does', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'));
+  await p.predict(example(1));  // warm: the first run optimizes the graph
+  const a = torch.randn([512, 512]);
+  const batch = await torch.stack([example(2)]);
+  const order: string[] = [];
+  // about a second of work queued on the training executor, in FIFO order
+  const queued = Array.from({ length: 40 }, () => a.matmul(a));
+  const last = queued[queued.length - 1].then(() => order.push('training queue'));
+  const shared = model.forward(batch).then(() => order.push('model.forward'));
+  const served = p.predict(example(2)).then(() => order.push('predictor'));
+  await Promise.all([last, shared, served, ...queued]);
+  expect(order).toEqual(['predictor', 'training queue', 'model.forward']);
+  await p.close();
+});
