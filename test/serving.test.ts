@@ -8,10 +8,12 @@
  *   cnn_b.pt = cnn.pt's architecture with other weights
  *   big.pt   = an MLP large enough that its training steps take a while
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { floats, runPy, tmpDir } from './helpers/train-fixtures';
+import { pattern, writeImage } from './helpers/images';
 
 jest.setTimeout(120_000);
 
@@ -261,4 +263,60 @@ test('a predict never waits behind work queued on the training executor, where m
   await Promise.all([last, shared, served, ...queued]);
   expect(order).toEqual(['predictor', 'training queue', 'model.forward']);
   await p.close();
+});
+
+describe('examples/service.ts', () => {
+  test('answers POST /predict with the top-k of the eval transform\'s input, refuses a broken upload and keeps serving, and reports GET /status', async () => {
+    const { startService } = await import('../examples/service');
+    const labels = ['a', 'b', 'c', 'd', 'e'];
+    const service = await startService({ model: file('cnn.pt'), labels, size: 32, topk: 3 });
+    try {
+      const model = await torch.jit.load(file('cnn.pt'));
+      model.eval();
+      const transform = torch.transforms.imagenet({ train: false, size: 32 });
+      for (const format of ['png', 'jpeg'] as const) {
+        const img = file(`pattern.${format}`);
+        await writeImage(img, pattern(48, 40, 3), format);
+        const bytes = fs.readFileSync(img);
+        const res = await fetch(`${service.url}/predict`, { method: 'POST', body: bytes });
+        expect(res.status).toBe(200);
+        const { top } = (await res.json()) as { top: torch.serving.Classification[] };
+        // the same input through model.forward on the training executor
+        const input = await torch.serving.imageInput(bytes, transform);
+        expect(input.shape).toEqual([3, 32, 32]);
+        const logits = (await (await model.forward(torch.tensor(input.data, { shape: [1, ...input.shape] }))).data()) as Float32Array;
+        const e = Array.from(logits, (v) => Math.exp(v));
+        const sum = e.reduce((a, b) => a + b, 0);
+        const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]).slice(0, 3);
+        expect(top.map((t) => t.label)).toEqual(order.map(([, i]) => labels[i]));
+        top.forEach((t, j) => expect(t.probability).toBeCloseTo(order[j][0], 5));
+      }
+      const broken = await fetch(`${service.url}/predict`, { method: 'POST', body: Buffer.from('not an image') });
+      expect(broken.status).toBe(400);
+      expect(((await broken.json()) as { error: string }).error).toMatch(/not a decodable image/);
+      const again = await fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(file('pattern.png')) });
+      expect(again.status).toBe(200);
+      expect((await fetch(`${service.url}/nope`)).status).toBe(404);
+      // while the same process trains another model: answered before the training ends
+      const big = await torch.jit.load(file('big.pt'));
+      const n = 64 * 8;
+      const ds = new torch.data.TensorDataset(torch.tensor(floats(30, n * 256), { shape: [n, 256] }), torch.randint(0, 4, [n]));
+      let trained = false;
+      let firstStep!: () => void;
+      const stepped = new Promise<void>((resolve) => { firstStep = resolve; });
+      const fitting = torch.train.fit(big, {
+        train: new torch.data.DataLoader(ds, { batchSize: 64 }), epochs: 2, loss: new torch.nn.CrossEntropyLoss(),
+        optimizer: new torch.optim.SGD(big.parameters(), { lr: 0.01 }), progress: false, callbacks: { onBatchEnd: () => firstStep() },
+      }).then(() => { trained = true; });
+      await stepped;
+      const during = await Promise.all([0, 1, 2].map(() => fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(file('pattern.jpeg')) })));
+      expect(trained).toBe(false);
+      expect(during.map((r) => r.status)).toEqual([200, 200, 200]);
+      await fitting;
+      const status = (await (await fetch(`${service.url}/status`)).json()) as { predictor: torch.serving.PredictorStats };
+      expect(status.predictor).toMatchObject({ requests: 6, errors: 0 });
+    } finally {
+      await service.close();
+    }
+  });
 });

@@ -6,4 +6,5 @@
  * const top = await p.classify(image, { topk: 3, labels });
  */
 export { Predictor } from './predictor';
+export { imageInput } from './image';
 export type { PredictorOptions, PredictorInput, PredictorStats, Classification } from './predictor';

@@ -19,8 +19,11 @@ export interface ImageMeta {
   format: string;
 }
 
-/** An image to transform: a file (decoded by sharp), or pixels already in memory. */
-export type ImageSource = { file: string; meta?: ImageMeta } | { raw: RawImage };
+/**
+ * An image to transform: a file (decoded by sharp; `bytes` when its contents are in memory already,
+ * an uploaded image for example, with `file` naming it), or pixels already in memory.
+ */
+export type ImageSource = { file: string; bytes?: Buffer; meta?: ImageMeta } | { raw: RawImage };
 
 /**
  * An 8-bit HWC image and how it becomes CHW float32: `luts` holds 256 floats per channel (the
@@ -260,7 +263,7 @@ export async function runTransform(source: ImageSource, compiled: Compiled, rng:
   if ('file' in source) {
     // One read into memory, then sharp works on the bytes: with a path, libvips re-opens and
     // maps the file, which costs about a quarter of the decode on 500x375 JPEGs.
-    const bytes = await fsp.readFile(source.file);
+    const bytes = source.bytes ?? await fsp.readFile(source.file);
     meta = source.meta ?? await readMeta(bytes);
     current = { file: source.file, bytes, meta };
     if (meta.hasAlpha) {
