@@ -102,6 +102,11 @@ describe('finetorch CLI on a generated image folder', () => {
   let history: unknown; // metrics.json's before --resume
   let resumed: CliResult;
   let python: string[]; // what Python says about model.pt, before and after --resume
+  // The metadata in model.pt (#17): evaluate and inspect of a copy with no classes.json beside it,
+  // and a --size that disagrees with the recorded 32.
+  let evaluationRecorded: CliResult;
+  let inspectedFinetuned: CliResult;
+  let predictedOverride: CliResult;
 
   beforeAll(async () => {
     ensureDist();
@@ -115,10 +120,13 @@ describe('finetorch CLI on a generated image folder', () => {
     fs.copyFileSync(path.join(out, 'model.pt'), path.join(dir, 'first.pt'));
     fs.copyFileSync(path.join(out, 'report.html'), path.join(dir, 'first-report.html'));
     history = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8')).history;
-    [predicted, predictedTop1, evaluation] = await Promise.all([
+    [predicted, predictedTop1, evaluation, evaluationRecorded, inspectedFinetuned, predictedOverride] = await Promise.all([
       cli('predict', 'out/model.pt', ...images, '--size', '32'),
-      cli('predict', 'out/model.pt', 'photos/Green/img00.jpg', '--size', '32', '--top', '1'),
+      cli('predict', 'out/model.pt', 'photos/Green/img00.jpg', '--top', '1'), // size and names from model.pt
       cli('evaluate', 'out/model.pt', '--data', 'photos', '--size', '32'),
+      cli('evaluate', 'first.pt', '--data', 'photos'),
+      cli('inspect', 'first.pt'),
+      cli('predict', 'first.pt', 'photos/Green/img00.jpg', '--size', '48', '--top', '1'),
     ]);
     resumed = await cli(...FINETUNE, '--resume');
     python = (await runPythonAsync(`
@@ -127,6 +135,10 @@ a, b = (torch.jit.load(f).eval() for f in sys.argv[1:3])
 print(list(a.fc.weight.shape), list(a.fc.bias.shape), list(a(torch.randn(2, 3, 32, 32)).shape))
 sa, sb = a.state_dict(), b.state_dict()
 print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
+for f in sys.argv[1:3]:
+    extra = {'finetorch.json': ''}
+    torch.jit.load(f, _extra_files=extra)
+    print(extra['finetorch.json'].decode())
 `, dir, ['first.pt', 'out/model.pt'])).trim().split('\n');
   }, 300_000);
 
@@ -179,6 +191,25 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
       const png = await sharp(path.join(out, 'curves.png')).metadata();
       expect(png.format).toBe('png');
       expect(png.width).toBeGreaterThan(600);
+    });
+
+    test('model.pt records its classes, its 32-pixel eval transform, the task, versions, settings and metrics (Python reads them)', () => {
+      const meta = JSON.parse(python[2]);
+      expect(meta).toMatchObject({
+        format: 'finetorch-model', task: 'single-label', classes: CLASSES,
+        transform: { type: 'compose', transforms: [{ type: 'resize', size: 36 }, { type: 'centerCrop', size: 32 }, { type: 'toTensor' }, { type: 'normalize' }] },
+        settings: { epochs: 2, batchSize: 8, size: 32, lr: 0.05, model: 'm.pt', data: 'photos' },
+        metrics: { valImages: 4, epochs: 2 },
+      });
+      expect(meta.finetorch).toMatch(/^\d+\.\d+\.\d+/);
+      expect(meta.libtorch).toMatch(/^\d+\.\d+/);
+      const m = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+      expect(meta.metrics.valAccuracy).toBe(m.evaluation.accuracy);
+    });
+
+    test('--resume keeps the metadata in model.pt', () => {
+      const strip = (t: string) => { const { createdAt: _, ...rest } = JSON.parse(t); return rest; };
+      expect(strip(python[3])).toEqual(strip(python[2]));
     });
 
     test('--resume after a finished run exits 0, keeps the 2-epoch history and does not train again', () => {
@@ -248,6 +279,29 @@ print(sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa))
         expect([...pct].sort((a, b) => b - a)).toEqual(pct);
         expect(Math.abs(pct.reduce((a, b) => a + b, 0) - 100)).toBeLessThanOrEqual(0.2); // 3 values rounded to 0.1
       }
+    });
+
+    test('evaluate without --size uses the recorded 32-pixel transform and class names (the 224 of #17 is gone)', () => {
+      expectOk(evaluationRecorded);
+      // first.pt is model.pt copied away from classes.json: the same report as --size 32 beside it
+      expect(evaluationRecorded.stdout).toBe(evaluation.stdout);
+      expect(evaluationRecorded.stderr).toBe('');
+    });
+
+    test('a --size that disagrees with the recorded transform wins, with one warning line naming both', () => {
+      expectOk(predictedOverride);
+      expect(predictedOverride.stdout).toMatch(/^photos\/Green\/img00\.jpg\n\s+\d+\.\d%  (Green|blue|red)\n$/);
+      expect(predictedOverride.stderr).toMatch(/^finetorch: warning: --size 48 overrides the preprocessing recorded in first\.pt \(32x32 inputs: compose\(\[resize\(36\), centerCrop\(32\), .*\)\]\)\); the model was not trained on what it will see\n$/);
+    });
+
+    test('inspect of the fine-tuned model prints what its file records', () => {
+      expectOk(inspectedFinetuned);
+      expect(inspectedFinetuned.stdout).toMatch(/^metadata \(finetorch\.json\):$/m);
+      expect(inspectedFinetuned.stdout).toMatch(/^  task: single-label$/m);
+      expect(inspectedFinetuned.stdout).toMatch(/^  classes \(3\): Green, blue, red$/m);
+      expect(inspectedFinetuned.stdout).toMatch(/^  preprocessing: compose\(\[resize\(36\), centerCrop\(32\), toTensor\(\), normalize\(.*\)\]\) \(32x32 inputs\)$/m);
+      expect(inspectedFinetuned.stdout).toMatch(/^  metrics: valAccuracy=[\d.]+, valTop3=[\d.]+, valLoss=[\d.]+, valImages=4, epochs=2$/m);
+      expect(inspected.stdout).toMatch(/^metadata: none/m);
     });
 
     test('predict --top 1 prints one class per image', () => {

@@ -1,4 +1,4 @@
-/** Helpers shared by the CLI commands: actionable errors, files, class names, recipes. */
+/** Helpers shared by the CLI commands: actionable errors, files, class names, preprocessing, recipes. */
 import * as fs from 'fs';
 import * as path from 'path';
 import { load } from '../jit/load';
@@ -6,6 +6,8 @@ import type { ScriptModule } from '../jit/module';
 import { AdamW } from '../optim/optimizer';
 import { CosineAnnealingLR, LinearLR, SequentialLR } from '../optim/lr_scheduler';
 import * as check from '../check';
+import { imagenet, type Transform } from '../transforms';
+import { fromJSON, outputSize } from '../transforms/json';
 
 /** An error the CLI prints as one line, without a stack. */
 export class UsageError extends Error {}
@@ -42,6 +44,37 @@ export async function loadModel(file: string, device: string, isolate = true): P
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/** One warning line on stderr, in the CLI's voice. */
+export function warnLine(message: string): void {
+  process.stderr.write(`finetorch: warning: ${message}\n`);
+}
+
+/**
+ * The evaluation transform for a model: the one its file recorded (finetorch.json), unless
+ * `--size` is given, which means ImageNet's eval recipe at that size; a `--size` that gives another
+ * transform than the recorded one is a warning, since the model then sees what it was not trained on.
+ */
+export function evalTransform(model: ScriptModule, file: string, sizeFlag: string | undefined): Transform {
+  const recorded = model.metadata?.transform;
+  if (sizeFlag === undefined) return recorded ? fromJSON(recorded) : imagenet({ train: false, size: 224 });
+  const size = parseNumber(sizeFlag, '--size', true, { atLeast: 8 });
+  const t = imagenet({ train: false, size });
+  const was = recorded && fromJSON(recorded);
+  if (was && JSON.stringify(t) !== JSON.stringify(was)) {
+    const hw = outputSize(was.toJSON());
+    warnLine(`--size ${size} overrides the preprocessing recorded in ${file} (${hw ? `${hw[0]}x${hw[1]} inputs: ` : ''}${was}); the model was not trained on what it will see`);
+  }
+  return t;
+}
+
+/** The model's class names: from its metadata, else from classes.json beside it; and where they came from. */
+export function modelClasses(model: ScriptModule, file: string): { classes: string[]; from: string } | undefined {
+  const recorded = model.metadata?.classes;
+  if (recorded) return { classes: recorded, from: `${path.basename(file)}'s metadata` };
+  const beside = classesBeside(file);
+  return beside && { classes: beside, from: 'classes.json' };
 }
 
 /** classes.json beside a model, when there is one. */

@@ -9,6 +9,7 @@ import { Rng } from '../data/random';
 import { imagenet } from '../transforms';
 import { writeReport, type Misclassified } from '../report/report';
 import { evaluate, predict } from '../train/evaluate';
+import { describe } from '../train/describe';
 import { fit } from '../train/fit';
 import type { Tensor } from '../tensor';
 import { manualSeed } from '../runtime';
@@ -139,6 +140,20 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     const done = JSON.parse(fs.readFileSync(path.join(ckptDir, 'latest.json'), 'utf8')).globalStep as number;
     if (fs.existsSync(lrFile)) lrSteps.push(...(JSON.parse(fs.readFileSync(lrFile, 'utf8')) as number[]).slice(0, done));
   }
+  const settings = {
+    model: path.resolve(a.model), data: path.resolve(a.data), val: a.val ? path.resolve(a.val) : `${a.valSplit ?? '0.1'} of --data`,
+    epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never',
+    optimizer: 'AdamW (weight decay 0.01, none on biases/norms)', schedule: 'linear warm-up 10% then cosine, per batch',
+    trainImages: trainSet.length, valImages: valSet.length,
+  };
+  // What the model file says about itself: set before fit so every checkpoint carries it too. Paths
+  // are only base names there: the file travels, and where it was made is nobody else's business.
+  const describeRun = (metrics?: Record<string, unknown>) => describe({
+    classes, transform: imagenet({ train: false, size }), task: 'single-label',
+    settings: { ...settings, model: path.basename(settings.model), data: path.basename(settings.data), val: a.val ? path.basename(settings.val) : settings.val },
+    metrics,
+  });
+  model.metadata = describeRun();
   const history = await fit(model, {
     train: trainLoader, val: valLoader(), epochs, optimizer, scheduler, schedulerStep: 'batch', device, stages,
     checkpoint: { dir: ckptDir }, resumeFrom: a.resume ? ckptDir : undefined, progress: a.progress === false ? false : 'auto',
@@ -148,14 +163,9 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     },
   });
   const ev = await evaluate(model, valLoader());
-  await model.save(path.join(out, 'model.pt'));
+  const metrics = { valAccuracy: ev.accuracy, [`valTop${ev.k}`]: ev.topk, valLoss: ev.loss, valImages: ev.samples, epochs: history.epochs.length };
+  await model.save(path.join(out, 'model.pt'), { metadata: describeRun(metrics) });
   await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n', 'finetune');
-  const settings = {
-    model: path.resolve(a.model), data: path.resolve(a.data), val: a.val ? path.resolve(a.val) : `${a.valSplit ?? '0.1'} of --data`,
-    epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never',
-    optimizer: 'AdamW (weight decay 0.01, none on biases/norms)', schedule: 'linear warm-up 10% then cosine, per batch',
-    trainImages: trainSet.length, valImages: valSet.length,
-  };
   await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n', 'finetune');
   const mis = await misclassified(model, valLoader(), valFiles, classes);
   const report = await writeReport(out, {

@@ -46,19 +46,19 @@ program.command('finetune')
   .option('--no-progress', 'no progress bars')
   .action(run((o) => (require('./finetune') as typeof import('./finetune')).finetune(o)));
 
-program.command('inspect <model>').description('modules, parameters and head candidates of a model').action(run((m) => commands().inspect(m)));
+program.command('inspect <model>').description('modules, parameters, head candidates and recorded metadata of a model').action(run((m) => commands().inspect(m)));
 
 program.command('predict <model> <images...>')
-  .description('top-k classes with probabilities (names from classes.json beside the model)')
+  .description('top-k classes with probabilities (class names and preprocessing from the model file, or classes.json beside it)')
   .option('--top <k>', 'how many classes to show (default 5)')
-  .option('--size <pixels>', 'input size (default 224)')
+  .option('--size <pixels>', 'input size (default: the one the model file records, else 224)')
   .option('--device <device>', 'cpu, cuda or cuda:N')
   .action(run((m, imgs, o) => commands().predict(m, imgs, o)));
 
 program.command('evaluate <model>')
   .description('accuracy, per-class precision/recall and the confusion matrix on an image folder')
   .requiredOption('--data <dir>', 'images, one sub-folder per class')
-  .option('--size <pixels>', 'input size (default 224)')
+  .option('--size <pixels>', 'input size (default: the one the model file records, else 224)')
   .option('--batch-size <n>', 'batch size (default 32)')
   .option('--device <device>', 'cpu, cuda or cuda:N')
   .action(run((m, o) => commands().evaluateCommand(m, o)));
