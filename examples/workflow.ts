@@ -35,8 +35,9 @@ export async function main(out = 'finetuned.pt'): Promise<number> {
   const { accuracy, top5 } = await train.evaluate(model, valLoader);
   console.log(`validation accuracy ${(accuracy * 100).toFixed(1)}%, top-5 ${(top5 * 100).toFixed(1)}%`);
 
-  // 7. Ship it: a TorchScript file that Python's torch.jit.load reads back.
-  await model.save(out);
+  // 7. Ship it: a TorchScript file that Python's torch.jit.load reads back, carrying its class
+  //    names and final metrics (model.metadata once loaded; `finetorch predict` prints the names).
+  await model.save(out, { metadata: train.describe({ classes: data.FashionMNIST.classes, task: 'single-label', metrics: { accuracy, top5 } }) });
   return accuracy;
 }
 

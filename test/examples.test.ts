@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
+import * as torch from '../lib';
 import { main } from '../examples/workflow';
 
 const python = process.env.FINETORCH_PYTHON ?? '/usr/bin/python3';
@@ -14,6 +15,9 @@ describe('examples/workflow.ts (the README program)', () => {
     expect(accuracy).toBeGreaterThan(0.3); // 10 classes: chance is 0.1
     const shape = execFileSync(python, ['-c', `import torch; print(list(torch.jit.load(${JSON.stringify(out)}).fc.weight.shape))`]).toString().trim();
     expect(shape).toBe('[10, 64]');
+    const saved = await torch.jit.load(out);
+    expect(saved.metadata).toMatchObject({ task: 'single-label', classes: [...torch.data.FashionMNIST.classes], metrics: { accuracy } });
+    saved.dispose();
     fs.rmSync(dir, { recursive: true, force: true });
   }, 300_000);
 });
