@@ -193,7 +193,9 @@ export function tensor(data: TensorLike | number | bigint | boolean, options: Te
   if (requiresGrad && !check.isFloating(dtype)) {
     throw new TypeError(`tensor(): only floating-point tensors can require gradients (dtype is ${dtype})`);
   }
-  return new Tensor(native.fromData(buf, shape, src, dtype, device, requiresGrad, options.pinMemory ?? false));
+  const t = new Tensor(native.fromData(buf, shape, src, dtype, device, requiresGrad, options.pinMemory ?? false));
+  if (device !== 'cpu') queuedOnExecutor.add(t);  // the copy to the device is a queued task
+  return t;
 }
 
 /**
@@ -216,6 +218,12 @@ function checkMemory(what: string, shape: number[], numel: number, dtype: DType,
   }
 }
 
+/**
+ * @internal Tensors whose values a task queued on the executor makes (factories, copies to a
+ * device): a serving Predictor, which runs on a thread of its own, waits for that task first.
+ */
+export const queuedOnExecutor = new WeakSet<Tensor>();
+
 function make(kind: string, shape: number[], options: TensorOptions, a?: number, b?: number, c?: number): Tensor {
   const what = `${kind}()`;
   check.shape(shape, `${what}: shape`);
@@ -227,7 +235,9 @@ function make(kind: string, shape: number[], options: TensorOptions, a?: number,
   // arange's length follows from its range (PyTorch's ceil((end - start) / step)).
   const numel = kind === 'arange' ? Math.ceil((b! - a!) / c!) : shape.reduce((x, y) => x * y, 1);
   checkMemory(what, kind === 'arange' ? [numel] : shape, numel, dtype, device);
-  return new Tensor(native.factory(kind, shape, dtype, device, options.requiresGrad ?? false, a, b, c));
+  const t = new Tensor(native.factory(kind, shape, dtype, device, options.requiresGrad ?? false, a, b, c));
+  queuedOnExecutor.add(t);
+  return t;
 }
 
 /** A tensor of zeros. @example const z = torch.zeros([2, 3]); */

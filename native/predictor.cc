@@ -5,6 +5,7 @@
 #include "script_module.h"
 #include "tensor.h"
 
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
 #include <cstring>
@@ -144,11 +145,16 @@ std::shared_ptr<std::string> BytesArg(const Napi::Value& v) {
 // The intra-op thread count is per OS thread under OpenMP (libtorch's CPU backend on Debian and
 // in pip's wheels): set on this executor's thread, it limits this predictor only. at::set_num_threads
 // also records the count as the default for threads started later, so that default is put back.
+// libtorch's native pool is one per process, sized once: there the count is left alone.
 void SetOwnThreads(int n) {
+#if AT_PARALLEL_OPENMP
   if (n <= 0) return;
   int before = at::get_num_threads();
   at::set_num_threads(n);
   std::thread([before] { at::set_num_threads(before); }).join();
+#else
+  (void)n;
+#endif
 }
 
 struct RunOut {

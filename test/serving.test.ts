@@ -99,6 +99,16 @@ test('{ data, shape } inputs, maxBatch 1 runs every request alone, and item()/to
   await p.close();
 });
 
+test('a factory tensor, made by a task queued on the training executor, is read once that task has run', async () => {
+  const model = await torch.jit.load(file('cnn.pt'));
+  const p = await torch.serving.Predictor.load(file('cnn.pt'));
+  const xs = [torch.randn(SHAPE), torch.ones(SHAPE)];
+  const got = await Promise.all(xs.map((x) => p.predict(x)));
+  const want = await reference(model, xs);
+  for (let i = 0; i < xs.length; i++) expect(maxAbsDiff((await got[i].data()) as Float32Array, want[i])).toBeLessThan(1e-5);
+  await p.close();
+});
+
 test('classify gives the top-k labels with their softmax probabilities, most probable first', async () => {
   const model = await torch.jit.load(file('cnn.pt'));
   const p = await torch.serving.Predictor.load(model);

@@ -9,7 +9,7 @@ import * as check from '../check';
 import { codedError, type FinetorchError } from '../errors';
 import { native, type DType, type NativePredictor, type PredictorParam, type PredictorRow } from '../native';
 import { Tensor, type TensorData } from '../tensor';
-import { tensor as makeTensor } from '../creation';
+import { queuedOnExecutor, tensor as makeTensor } from '../creation';
 import { checkArchive } from '../jit/archive';
 import { checkContents } from '../jit/load';
 import { ScriptModule } from '../jit/module';
@@ -53,7 +53,12 @@ export interface PredictorStats {
   latencyMs: { p50: number; p99: number };
 }
 
-/** One example: a Tensor without the batch dimension, or its elements and shape. */
+/**
+ * One example: a Tensor without the batch dimension, or its elements and shape. A tensor made by
+ * `torch.tensor(data)` on the CPU, or returned by an awaited op, is read at once; one made by a
+ * factory (`torch.randn`, `zeros`, ...) or copied to a GPU by `torch.tensor` is made by a task on
+ * the training executor, which the request then waits for.
+ */
 export type PredictorInput = Tensor | { data: ArrayLike<number>; shape: number[] };
 
 /**
@@ -332,10 +337,17 @@ export class Predictor {
     return { t: makeTensor(values, { shape, dtype: this.dtype }), owned: true };
   }
 
-  private submit(input: PredictorInput, topk: number, what: string): Promise<PredictorRow> {
+  private async submit(input: PredictorInput, topk: number, what: string): Promise<PredictorRow> {
     const started = performance.now();
     this.open(what);
     const { t, owned } = this.toInput(input, what);
+    if (queuedOnExecutor.has(t)) {
+      // Its values are made by a task on the training executor: only once that has run may the
+      // predictor's thread read them (tensors from torch.tensor() on the CPU never wait here).
+      await t.data();
+      queuedOnExecutor.delete(t);
+      this.open(what);
+    }
     return new Promise<PredictorRow>((resolve, reject) => {
       const key = `${topk > 0 ? 'c' : 'p'}|${t.dtype}|${t.device}|${t.shape.join(',')}`;
       let q = this.queues.get(key);

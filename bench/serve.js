@@ -1,0 +1,191 @@
+#!/usr/bin/env node
+/*
+ * Serving while training: torch.serving.Predictor's latency idle and while the same process
+ * fine-tunes another model, its requests/s with dynamic batching on and off, and PyTorch serving
+ * the same file from Python (a plain loop over the torch.jit.load'ed model, same threads).
+ *
+ *   node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1]
+ *                       [--train-batch 32] [--train-size 112] [--clients 16]
+ *
+ * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
+ * temporary folder; every side loads that file. Requests: single [3, size, size] float32 images.
+ *   idle:           `requests` sequential predicts (maxBatch 1), after 3 untimed ones.
+ *   while training: train.fit runs on another resnet18 (batch `train-batch`, `train-size` images,
+ *                   AdamW, torch.setNumThreads(train-threads)); sequential predicts meanwhile.
+ *                   Training throughput is measured alone first, then while serving.
+ *   batching:       `clients` concurrent clients, each sending requests back to back, with
+ *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off).
+ *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images.
+ * Prints a Markdown table. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
+ * ($FINETORCH_PYTHON, else /usr/bin/python3). Never part of a test run.
+ */
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const torch = require('../dist');
+
+function parseArgs(argv) {
+  const opts = { requests: 40, size: 224, threads: 1, trainThreads: 1, trainBatch: 32, trainSize: 112, clients: 16 };
+  const names = { '--requests': 'requests', '--size': 'size', '--threads': 'threads', '--train-threads': 'trainThreads', '--train-batch': 'trainBatch', '--train-size': 'trainSize', '--clients': 'clients' };
+  for (let i = 0; i < argv.length; i++) {
+    const [key, inline] = argv[i].split('=');
+    if (key === '-h' || key === '--help') {
+      console.log('usage: node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1] [--train-batch 32] [--train-size 112] [--clients 16]');
+      process.exit(0);
+    }
+    if (!names[key]) throw new Error(`unknown option ${argv[i]} (see --help)`);
+    const n = Number(inline !== undefined ? inline : argv[++i]);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${key} must be a positive integer`);
+    opts[names[key]] = n;
+  }
+  return opts;
+}
+
+const PYTHON = require('../scripts/python').pythonPath();
+
+function python(dir, name, code, args = []) {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, code);
+  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
+  const lines = r.stdout.trim().split('\n');
+  return lines[lines.length - 1];
+}
+
+const EXPORT = String.raw`
+import sys, torch, torchvision
+torch.manual_seed(0)
+m = torchvision.models.resnet18(weights=None)
+m.fc = torch.nn.Linear(512, 10)
+torch.jit.script(m).save(sys.argv[1])
+print(torch.__version__)
+`;
+
+const PYTORCH_SERVE = String.raw`
+import json, sys, time, torch
+model_file, threads, size, requests = sys.argv[1], *map(int, sys.argv[2:5])
+torch.set_num_threads(threads)
+m = torch.jit.load(model_file).eval()
+x = torch.randn(1, 3, size, size)
+lat = []
+with torch.inference_mode():
+    for i in range(requests + 3):
+        t = time.perf_counter()
+        m(x)
+        if i >= 3:
+            lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+pick = lambda p: lat[min(len(lat) - 1, max(0, -(-p * len(lat) // 100) - 1))]
+print(json.dumps({'p50': pick(50), 'p99': pick(99), 'rps': 1000 * len(lat) / sum(lat)}))
+`;
+
+function percentiles(ms) {
+  const s = [...ms].sort((a, b) => a - b);
+  const pick = (p) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+  return { p50: pick(50), p99: pick(99) };
+}
+
+/** A random image made on this thread (torch.tensor), so no request waits for a factory task. */
+function image(size) {
+  const data = new Float32Array(3 * size * size);
+  for (let i = 0; i < data.length; i++) data[i] = Math.random() * 2 - 1;
+  return torch.tensor(data, { shape: [3, size, size] });
+}
+
+async function sequential(predictor, size, n, until) {
+  const x = image(size);
+  for (let i = 0; i < 3; i++) await predictor.predict(x);
+  const lat = [];
+  // n requests, or with `until`, at least n and until it says stop
+  for (let i = 0; i < n || (until && !until()); i++) {
+    const t = performance.now();
+    await predictor.predict(x);
+    lat.push(performance.now() - t);
+  }
+  return lat;
+}
+
+async function concurrent(predictor, size, clients, total) {
+  const x = image(size);
+  await predictor.predict(x);
+  let sent = 0;
+  const t = performance.now();
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (sent < total) {
+      sent++;
+      await predictor.predict(x);
+    }
+  }));
+  return (1000 * total) / (performance.now() - t);
+}
+
+async function trainLoop(model, o, steps, onStep) {
+  const n = o.trainBatch * steps;
+  const ds = new torch.data.TensorDataset(torch.randn([n, 3, o.trainSize, o.trainSize]), torch.randint(0, 10, [n]));
+  const train = new torch.data.DataLoader(ds, { batchSize: o.trainBatch });
+  const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-4 });
+  const t = performance.now();
+  let done = 0;
+  await torch.train.fit(model, {
+    train, epochs: 1, optimizer, loss: new torch.nn.CrossEntropyLoss(), progress: false,
+    callbacks: { onBatchEnd: () => { done++; onStep?.(done); } },
+  });
+  return (o.trainBatch * steps * 1000) / (performance.now() - t);
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-serve-'));
+  const file = path.join(dir, 'resnet18.pt');
+  const pyVersion = python(dir, 'export.py', EXPORT, [file]);
+  const rows = [];
+  const fmt = (v) => v.toFixed(1);
+
+  await torch.setNumThreads(o.trainThreads);
+  const predictor = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
+  const idle = percentiles(await sequential(predictor, o.size, o.requests));
+  rows.push(['finetorch Predictor, idle', fmt(idle.p50), fmt(idle.p99), '']);
+
+  const trainModel = await torch.jit.load(file);
+  const trainSteps = 4;
+  await trainLoop(trainModel, o, 1);  // warm-up
+  const aloneSps = await trainLoop(trainModel, o, trainSteps);
+  let training = true;
+  let servingSps = 0;
+  const fitting = trainLoop(trainModel, o, trainSteps).then((sps) => { servingSps = sps; training = false; });
+  const busy = percentiles(await sequential(predictor, o.size, 5, () => !training));
+  await fitting;
+  rows.push([`finetorch Predictor, while fit trains (${fmt(aloneSps)} -> ${fmt(servingSps)} samples/s)`, fmt(busy.p50), fmt(busy.p99), '']);
+  await predictor.close();
+
+  const total = Math.max(o.requests, 2 * o.clients);
+  const off = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
+  const rpsOff = await concurrent(off, o.size, o.clients, total);
+  await off.close();
+  const on = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: o.clients, maxDelayMs: 2 });
+  const rpsOn = await concurrent(on, o.size, o.clients, total);
+  const s = on.stats();
+  await on.close();
+  rows.push([`${o.clients} clients, batching off`, '', '', fmt(rpsOff)]);
+  rows.push([`${o.clients} clients, batching on (mean batch ${s.meanBatchSize.toFixed(1)})`, '', '', `${fmt(rpsOn)} (${(rpsOn / rpsOff).toFixed(2)}x)`]);
+
+  let py;
+  try {
+    py = JSON.parse(python(dir, 'serve.py', PYTORCH_SERVE, [file, String(o.threads), String(o.size), String(o.requests)]));
+    rows.push(['PyTorch loop over torch.jit.load, idle', fmt(py.p50), fmt(py.p99), fmt(py.rps)]);
+  } catch (e) {
+    rows.push([`PyTorch: unavailable (${e.message.split('\n')[0]})`, '', '', '']);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+
+  console.log(`resnet18, ${o.size}x${o.size} single images; predictor threads ${o.threads}, training threads ${o.trainThreads} ` +
+    `(batch ${o.trainBatch} at ${o.trainSize}x${o.trainSize}); libtorch ${torch.version.libtorch}, Python torch ${pyVersion}, ${os.cpus().length} cores\n`);
+  console.log('| case | p50 ms | p99 ms | requests/s |\n| --- | --- | --- | --- |');
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x; PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'}`);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
