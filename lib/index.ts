@@ -24,3 +24,4 @@ export * as data from './data';
 export * as transforms from './transforms';
 export * as report from './report';
 export * as serving from './serving';
+export * as peft from './peft';

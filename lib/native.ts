@@ -46,7 +46,7 @@ export interface NativeModule {
   readonly disposed: boolean;
   snapshot(): Promise<ModuleSnapshot>;
   /** The TorchScript archive's bytes (written in memory; TypeScript writes the file), with extra files `{ name: text }`. */
-  save(extraFiles?: Record<string, string>): Promise<Buffer>;
+  save(extraFiles?: Record<string, string>, merge?: boolean): Promise<Buffer>;
   runMethod(name: string, inputs: unknown[], grad?: GradMode): Promise<unknown>;
   setTraining(path: string, on: boolean, recursive: boolean): Promise<void>;
   to(device: string | null, dtype: string | null): Promise<void>;
@@ -139,6 +139,10 @@ export interface Binding {
   manualSeed(seed: number): Promise<void>;
   setNumThreads(n: number): Promise<void>;
   getNumThreads(): number;
+  /** Attaches a LoRA adapter to the named Linear/Conv2d layers (A kaiming-uniform or gaussian, B zeros). */
+  loraAttach(module: NativeModule, targets: string[], options: { rank: number; alpha: number; dropout: number; init: string }): Promise<void>;
+  /** Adds the adapter's delta to the base weights in place (true), or takes it out (false). */
+  loraMerge(module: NativeModule, merged: boolean): Promise<void>;
   /** TorchScript's CPU fuser: reads it, and sets it when a flag is given. */
   jitCpuFusion(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;

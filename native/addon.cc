@@ -4,6 +4,7 @@
 #include "device.h"
 #include "executor.h"
 #include "generic_step.h"
+#include "lora.h"
 #include "malloc_tuning.h"
 #include "memory_stats.h"
 #include "optimizer.h"
@@ -58,6 +59,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
   exports.Set("collateImages", Napi::Function::New(env, CollateImages));
+  exports.Set("loraAttach", Napi::Function::New(env, LoraAttach));
+  exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   return exports;

@@ -2,6 +2,7 @@
 
 #include "amp.h"
 #include "executor.h"
+#include "lora.h"
 #include "optimizer.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -102,6 +103,7 @@ Napi::Value ForwardAutocast(const Napi::CallbackInfo& info) {
       env, "forward",
       [=] {
         AutoGradMode grad(true);
+        LoraScope lora(*m);
         c10::Device dev = device.empty() ? c10::Device(c10::kCPU) : ParseDevice(device);
         std::vector<c10::IValue> args;
         for (const auto& in : inputs) {

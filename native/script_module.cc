@@ -2,6 +2,7 @@
 
 #include "code_check.h"
 #include "executor.h"
+#include "lora.h"
 #include "tensor.h"
 
 #include <cmath>
@@ -219,6 +220,9 @@ Snap TakeSnapshot(const torch::jit::Module& m) {
     s.params.emplace_back(p.name, p.value);
     s.paramMetas.push_back(Meta::Of(p.value));
   }
+  size_t own = s.params.size();
+  AppendLoraParameters(m, s.params);
+  for (size_t i = own; i < s.params.size(); i++) s.paramMetas.push_back(Meta::Of(s.params[i].second));
   for (const auto& b : m.named_buffers(true)) {
     s.buffers.emplace_back(b.name, b.value);
     s.bufferMetas.push_back(Meta::Of(b.value));
@@ -410,9 +414,12 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
       extra[name] = files.Get(name).As<Napi::String>().Utf8Value();
     }
   }
+  // merge (default true): a LoRA adapter's delta goes into the saved weights
+  bool merge = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
   return Addon(env).executor->Submit<std::shared_ptr<std::string>>(
       env, "save",
-      [m, extra = std::move(extra)] {
+      [m, extra = std::move(extra), merge] {
+        LoraSaveScope lora(*m, merge);
         std::ostringstream out;
         m->save(out, extra);
         return std::make_shared<std::string>(std::move(out).str());
@@ -468,6 +475,7 @@ Napi::Value ModuleWrap::RunMethod(const Napi::CallbackInfo& info) {
           args.push_back(ToIValue(inputs[i], t));
         }
         GradModeScope mode(grad);
+        LoraScope lora(*m);
         return FromIValue(method(std::move(args)));
       },
       [](Napi::Env env, Val& v) { return ToJs(env, v); });
@@ -501,6 +509,8 @@ Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
         if (!device.empty() && !dtype.empty()) m->to(ParseDevice(device), ParseDtype(dtype));
         else if (!device.empty()) m->to(ParseDevice(device));
         else if (!dtype.empty()) m->to(ParseDtype(dtype));
+        LoraTo(*m, device.empty() ? c10::optional<c10::Device>() : ParseDevice(device),
+               dtype.empty() ? c10::optional<at::ScalarType>() : ParseDtype(dtype));
       });
 }
 

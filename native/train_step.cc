@@ -4,6 +4,7 @@
 #include "train_step.h"
 
 #include "executor.h"
+#include "lora.h"
 #include "optimizer.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -108,6 +109,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
       env, "trainStep",
       [=] {
         AutoGradMode grad(true);
+        LoraScope lora(*m);
         at::Tensor x = input->get();
         at::Tensor y = target->get();
         c10::Device dev = device.empty() ? x.device() : ParseDevice(device);

@@ -17,6 +17,11 @@ import { METADATA_FILE, metadataText, type ModelMetadata } from './metadata';
 export interface SaveOptions {
   /** Metadata to store in the file (a plain JSON object), null for none; default: the model's `metadata`. */
   metadata?: ModelMetadata | null;
+  /**
+   * With a LoRA adapter attached (`torch.peft.lora`): write the weights with the adapter merged in
+   * (default true), or the untouched base weights (false). No adapter tensor is ever written.
+   */
+  merge?: boolean;
 }
 
 /** A submodule as `namedModules()` reports it. */
@@ -50,7 +55,8 @@ export class ModelSummary {
     const line = (cells: string[]) => cells.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
     return [
       line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line), '',
-      `total parameters: ${this.totalParameters.toLocaleString('en-US')}, trainable: ${this.trainableParameters.toLocaleString('en-US')}`,
+      `total parameters: ${this.totalParameters.toLocaleString('en-US')}, trainable: ${this.trainableParameters.toLocaleString('en-US')}` +
+        ` (${(this.totalParameters > 0 ? (100 * this.trainableParameters) / this.totalParameters : 0).toPrecision(3)}%)`,
       `head candidates (final Linear layers): ${this.headCandidates.join(', ') || 'none'}`,
     ].join('\n');
   }
@@ -268,7 +274,9 @@ export class ScriptModule {
   summary(): ModelSummary {
     const rows: SummaryRow[] = [];
     for (const m of this.snap.modules) {
-      const own = this.params.filter(([n]) => n.slice(0, n.lastIndexOf('.')) === m.name || (m.name === '' && !n.includes('.')));
+      // a LoRA target's adapter (`<m>.lora_A.weight`) shows in the target's row
+      const owner = (n: string) => n.slice(0, n.lastIndexOf('.')).replace(/\.lora_[AB]$/, '');
+      const own = this.params.filter(([n]) => owner(n) === m.name || (m.name === '' && !n.includes('.')));
       if (own.length === 0) continue;
       rows.push({
         name: m.name, type: m.type, shape: own.map(([, t]) => t.shape),
@@ -277,6 +285,13 @@ export class ScriptModule {
       });
     }
     return new ModelSummary(rows, this.numParameters(), this.numParameters({ trainable: true }), this.headCandidates());
+  }
+
+  /** @internal Takes a fresh snapshot (parameters, modules) after a native change such as a LoRA adapter. */
+  async refresh(what: string): Promise<void> {
+    this.idle(what);
+    this.adopt(await this.live(what).snapshot());
+    if (this.mode) this.train(true);
   }
 
   /** Training mode (`train(false)` is `eval()`). Frozen BatchNorm layers stay in eval mode. Returns this. */
@@ -457,7 +472,8 @@ export class ScriptModule {
   async serialize(options: SaveOptions = {}, what = 'serialize'): Promise<Buffer> {
     if (options === null || typeof options !== 'object') throw new TypeError(`${what}: options must be an object`);
     const text = metadataText(options.metadata === undefined ? this.meta : options.metadata, what);
-    return this.live('save()').save(text === undefined ? undefined : { [METADATA_FILE]: text });
+    if (options.merge !== undefined) check.boolean(options.merge, `${what}: merge`);
+    return this.live('save()').save(text === undefined ? undefined : { [METADATA_FILE]: text }, options.merge ?? true);
   }
 
   /** Frees the model (its parameters live on while other handles use them). */
