@@ -246,7 +246,7 @@ export class Predictor {
    *
    * @example
    * const fitting = torch.train.fit(model, { train, epochs: 3, optimizer, loss });
-   * setInterval(() => predictor.update(model), 60_000);   // fresher weights while it trains
+   * setInterval(() => predictor.update(model).catch(console.error), 60_000);  // fresher weights while it trains
    */
   async update(source: ScriptModule | string | Buffer): Promise<void> {
     this.open('update');
