@@ -2,6 +2,7 @@
 
 #include "code_check.h"
 #include "executor.h"
+#include "lora.h"
 #include "script_module.h"
 #include "tensor.h"
 
@@ -343,6 +344,7 @@ Napi::Value PredictorWrap::Adopt(const Napi::CallbackInfo& info) {
       env, "Predictor.load",
       [state, source] {
         NoGradGuard noGrad;  // the copies are leaves, not clones recorded by autograd
+        LoraSaveScope lora(*source, true);  // a LoRA adapter is served merged into the weights
         ModulePtr m = Prepare(source->clone(), state->device);
         std::lock_guard<std::mutex> lock(state->mu);
         state->module = m;
@@ -366,6 +368,7 @@ Napi::Value PredictorWrap::CopyWeights(const Napi::CallbackInfo& info) {
       [source] {
         auto copy = std::make_shared<Named>();
         NoGradGuard noGrad;
+        LoraSaveScope lora(*source, true);
         for (auto& [name, t] : NamedState(*source)) copy->emplace_back(name, t.detach().clone());
         return copy;
       },

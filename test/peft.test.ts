@@ -336,6 +336,82 @@ describe('torch.peft.lora', () => {
     await expect(torch.peft.loadAdapter(model, mlpAdapter)).rejects.toThrow(/'fc2', which is not a Linear or Conv2d module of this model/);
   });
 
+  test('train.fit (the fused native step) trains only A and B, to the adapter the manual loop reaches', async () => {
+    const { xs, ys } = batches('mlp');
+    const manual = await torch.jit.load(path.join(dir, 'mlp.pt'));
+    await torch.peft.lora(manual, { targets: ['fc1', 'head'], rank: 2, alpha: 4 });
+    const start = path.join(dir, 'fit-start');
+    await torch.peft.saveAdapter(manual, start);
+    const fitted = await torch.jit.load(path.join(dir, 'mlp.pt'));
+    await torch.peft.loadAdapter(fitted, start);
+    const baseBefore = await (new Map(fitted.namedParameters()).get('fc1.weight')!).data();
+    const optM = new torch.optim.AdamW(manual.parameters({ trainable: true }), { lr: 1e-2, weightDecay: 0.01 });
+    const lossFn = new torch.nn.CrossEntropyLoss();
+    for (let i = 0; i < STEPS; i++) {
+      const loss = await lossFn.forward(await manual.forward(xs[i]), ys[i]);
+      optM.zeroGrad();
+      await loss.backward();
+      await optM.step();
+    }
+    const optF = new torch.optim.AdamW(fitted.parameters({ trainable: true }), { lr: 1e-2, weightDecay: 0.01 });
+    await torch.train.fit(fitted, { train: xs.map((input, i) => ({ input, target: ys[i] })), epochs: 1, optimizer: optF, progress: false });
+    const a = new Map(manual.namedParameters());
+    for (const [n, t] of fitted.namedParameters()) {
+      expect([n, maxRel(await t.data() as Float32Array, await a.get(n)!.data() as Float32Array) <= 1e-5]).toEqual([n, true]);
+    }
+    expect(await (new Map(fitted.namedParameters()).get('fc1.weight')!).data()).toEqual(baseBefore);
+    expect(maxRel(await (new Map(fitted.namedParameters()).get('head.lora_B.weight')!).data() as Float32Array, new Float32Array(6))).toBeGreaterThan(0);
+  }, 60_000);
+
+  test('fit with checkpoints and resumeFrom, with an adapter attached, ends where an uninterrupted run does (within 1e-5)', async () => {
+    // fit disposes the batches it ran: every run gets its own
+    const data = () => { const { xs, ys } = batches('mlp'); return xs.map((input, i) => ({ input, target: ys[i] })); };
+    const run = async (epochs: number, checkpoint?: string, resumeFrom?: string) => {
+      const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
+      await torch.manualSeed(11);
+      await torch.peft.lora(model, { targets: ['fc1', 'fc2'], rank: 2, alpha: 4, modulesToSave: ['head'] });
+      const optimizer = new torch.optim.AdamW(model.parameters({ trainable: true }), { lr: 1e-2 });
+      await torch.train.fit(model, {
+        train: data(), epochs, optimizer, progress: false, keepBatches: true,
+        checkpoint: checkpoint ? { dir: checkpoint, everyEpoch: true } : undefined, resumeFrom,
+      });
+      return model;
+    };
+    const straight = await run(2);
+    const ckpt = path.join(dir, 'ckpt');
+    await run(1, ckpt);
+    expect(fs.readdirSync(ckpt).some((f) => f.endsWith('.lora.safetensors'))).toBe(true);
+    const resumed = await run(2, undefined, ckpt);
+    const want = new Map(straight.namedParameters());
+    // Not bit for bit: the resumed process's first step runs TorchScript's unoptimized (profiling)
+    // graph where the uninterrupted run is on the optimized one, and with the re-parametrised
+    // weight the two round differently in the last bit (measured: ~1e-7 relative).
+    const off: string[] = [];
+    for (const [n, t] of resumed.namedParameters()) {
+      const d = maxRel(await t.data() as Float32Array, await want.get(n)!.data() as Float32Array);
+      if (!(d <= 1e-5)) off.push(`${n}: ${d}`);
+    }
+    expect(off).toEqual([]);
+    const bare = await torch.jit.load(path.join(dir, 'mlp.pt'));
+    const opt = new torch.optim.AdamW(bare.parameters(), { lr: 1e-2 });
+    await expect(torch.train.fit(bare, { train: data(), epochs: 2, optimizer: opt, progress: false, keepBatches: true, resumeFrom: ckpt }))
+      .rejects.toThrow(/saved with a LoRA adapter; attach the same adapter/);
+  }, 60_000);
+
+  test('a serving Predictor made from a model with an adapter serves the adapted (merged) outputs', async () => {
+    const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
+    await torch.peft.lora(model, { targets: ['fc2'], rank: 2 });
+    for (const [n, t] of model.namedParameters()) if (n.endsWith('lora_B.weight')) await copyRandom(t);
+    const x = torch.randn([6]);
+    const want = await outputs(model.eval(), await x.unsqueeze(0));
+    const p = await torch.serving.Predictor.load(model, { maxBatch: 1 });
+    try {
+      expect(maxRel(await (await p.predict(x)).data() as Float32Array, want)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await p.close();
+    }
+  });
+
   test('bitfit leaves only biases and modulesToSave trainable', async () => {
     const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
     const names = torch.peft.bitfit(model, { modulesToSave: ['head'] });

@@ -13,6 +13,8 @@ import type { Optimizer } from '../optim/optimizer';
 import type { SchedulerState } from '../optim/lr_scheduler';
 import { Tensor } from '../tensor';
 import { tensor } from '../creation';
+import { adapterOf } from '../peft/lora';
+import { decodeSafetensors, encodeSafetensors } from '../peft/safetensors';
 
 /** Where fit is: the next batch to run is `batch` of `epoch` (both 0-based). */
 export interface TrainingPosition {
@@ -28,6 +30,8 @@ export interface CheckpointMeta extends TrainingPosition {
   model: string;
   optimizer: string;
   rng: string;
+  /** A LoRA adapter's A and B (safetensors), when the model has one; the model file holds the base weights. */
+  adapter?: string | null;
   scheduler: SchedulerState | null;
   history: unknown[];
   savedAt: string;
@@ -47,11 +51,20 @@ export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer
   const opt = await optimizer.stateDict();
   const meta: CheckpointMeta = {
     format: 'finetorch-checkpoint', version: 1, ...pos,
-    model: `${tag}.pt`, optimizer: `${tag}.optim`, rng: `${tag}.rng`,
+    model: `${tag}.pt`, optimizer: `${tag}.optim`, rng: `${tag}.rng`, adapter: adapterOf(model) ? `${tag}.lora.safetensors` : null,
     scheduler: scheduler ? scheduler.stateDict() : null, history, savedAt: new Date().toISOString(),
   };
   try {
-    await writeAtomic(path.join(dir, meta.model), await model.serialize(), 'checkpoint');
+    // with an adapter: the base weights, and A and B beside them, so that resuming is exact
+    await writeAtomic(path.join(dir, meta.model), await model.serialize({ merge: false }), 'checkpoint');
+    if (meta.adapter) {
+      const lora = model.namedParameters().filter(([n]) => /\.lora_[AB]\.weight$/.test(n));
+      const entries = await Promise.all(lora.map(async ([n, t]) => {
+        const data = await t.data();
+        return [n, { shape: t.shape, data: data instanceof Float64Array ? data : Float32Array.from(data as Float32Array) }] as const;
+      }));
+      await writeAtomic(path.join(dir, meta.adapter), encodeSafetensors(entries.map(([n, v]) => [n, v])), 'checkpoint');
+    }
     await writeAtomic(path.join(dir, meta.optimizer), opt.state, 'checkpoint');
     await writeAtomic(path.join(dir, meta.rng), rngBytes as Uint8Array, 'checkpoint');
     await writeAtomic(path.join(dir, 'latest.json'), JSON.stringify({ ...meta, optimizerGroups: opt.groups }, null, 2), 'checkpoint');
@@ -59,7 +72,7 @@ export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer
     // Files of a set that latest.json does not name are never used: free their space (a full disk
     // is the usual cause), unless an earlier complete save of the same step is the one it names.
     const current = await fsp.readFile(path.join(dir, 'latest.json'), 'utf8').then((t) => JSON.parse(t).model as unknown, () => null);
-    if (current !== meta.model) await Promise.all([meta.model, meta.optimizer, meta.rng].map((f) => fsp.rm(path.join(dir, f), { force: true })));
+    if (current !== meta.model) await Promise.all([meta.model, meta.optimizer, meta.rng, ...(meta.adapter ? [meta.adapter] : [])].map((f) => fsp.rm(path.join(dir, f), { force: true })));
     throw err;
   }
   // Temporary files of a save that was killed midway are never part of a checkpoint.
@@ -69,7 +82,7 @@ export async function saveCheckpoint(dir: string, model: ScriptModule, optimizer
   const tags = (await fsp.readdir(dir)).filter((f) => /^ckpt-\d{8}\.pt$/.test(f)).map((f) => f.slice(0, -3)).sort();
   for (const old of tags.slice(0, Math.max(0, tags.length - keep))) {
     if (old === tag) continue;
-    await Promise.all(['.pt', '.optim', '.rng'].map((ext) => fsp.rm(path.join(dir, old + ext), { force: true })));
+    await Promise.all(['.pt', '.optim', '.rng', '.lora.safetensors'].map((ext) => fsp.rm(path.join(dir, old + ext), { force: true })));
   }
   return path.join(dir, 'latest.json');
 }
@@ -88,9 +101,18 @@ export async function readCheckpoint(from: string): Promise<{ dir: string; meta:
 
 /** @internal Restores model weights, optimizer state and RNG from a checkpoint, and its metadata when the model has none. */
 export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { optimizerGroups: { lr: number; initialLr?: number }[] }, model: ScriptModule, optimizer: Optimizer): Promise<void> {
+  if (meta.adapter && !adapterOf(model)) {
+    throw new Error('resumeFrom: the checkpoint was saved with a LoRA adapter; attach the same adapter (torch.peft.lora with the same targets and rank) before resuming');
+  }
+  const lora: [string, Tensor][] = [];
+  if (meta.adapter) {
+    const full = path.join(dir, meta.adapter);
+    const bytes = await fsp.readFile(full).catch((err: unknown) => { throw new Error(`resumeFrom: cannot read the adapter file '${full}': ${fsReason(err)}`); });
+    for (const [n, v] of decodeSafetensors(bytes, `resumeFrom: ${full}`)) lora.push([n, tensor(v.data, { shape: v.shape })]);
+  }
   const saved = await load(path.join(dir, meta.model));
   try {
-    const src = new Map([...saved.namedParameters(), ...saved.namedBuffers()]);
+    const src = new Map([...saved.namedParameters(), ...saved.namedBuffers(), ...lora]);
     const dst = [...model.namedParameters(), ...model.namedBuffers()];
     for (const [name, t] of dst) {
       const s = src.get(name);
@@ -103,6 +125,7 @@ export async function restoreCheckpoint(dir: string, meta: CheckpointMeta & { op
     if (model.metadata === undefined && saved.metadata !== undefined) model.metadata = saved.metadata;
   } finally {
     saved.dispose();
+    for (const [, t] of lora) t.dispose();
   }
   // A damaged file is named, in the user's terms, before libtorch's own first line.
   const named = async (file: string, what: string, fn: (bytes: Buffer) => Promise<void>) => {
