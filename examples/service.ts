@@ -3,7 +3,10 @@
  * (its own thread and weights, so answers keep coming while the same process trains).
  *
  *   POST /predict   body: a JPEG/PNG/WebP image   -> { top: [{ label, index, probability }] }
- *   GET  /status                                  -> { predictor: stats(), uptimeS }
+ *   POST /finetune  body: { "dir": "photos", "epochs": 3, "lr": 0.001 }, an ImageFolder with the served classes
+ *                   -> 202; fine-tunes a copy in the background and hot-swaps the predictor to it
+ *                   when its validation accuracy (every 5th image) beats the served weights'
+ *   GET  /status                                  -> { predictor: stats(), finetune, uptimeS }
  *
  * Run:
  *   node dist-examples/service.js model.pt classes.json 8080
@@ -13,7 +16,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import type { AddressInfo } from 'net';
 import * as torch from 'finetorch';
-import { transforms } from 'finetorch';
+import { data, train, transforms } from 'finetorch';
 
 export interface ServiceOptions {
   /** The model to serve: a TorchScript file or a loaded ScriptModule (cloned). */
@@ -31,9 +34,23 @@ export interface ServiceOptions {
   maxBytes?: number;
 }
 
+/** Where the latest fine-tune stands (GET /status shows it). */
+export interface FinetuneStatus {
+  state: 'idle' | 'training' | 'done' | 'failed';
+  epoch?: number;
+  /** Validation accuracy of the served weights before, and of the fine-tuned copy after. */
+  before?: number;
+  after?: number;
+  /** Whether the predictor now serves the fine-tuned weights. */
+  swapped?: boolean;
+  error?: string;
+}
+
 export interface Service {
   url: string;
   predictor: torch.serving.Predictor;
+  /** The fine-tune now running (or the last one), for a caller that wants to await it. */
+  finetuning(): Promise<FinetuneStatus>;
   close(): Promise<void>;
 }
 
@@ -72,18 +89,77 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const topk = options.topk ?? 5;
   const maxBytes = options.maxBytes ?? 10 << 20;
   const started = Date.now();
+  let finetune: FinetuneStatus = { state: 'idle' };
+  let job: Promise<FinetuneStatus> = Promise.resolve(finetune);
+  let current: torch.jit.ScriptModule | undefined;  // the copy being trained
+  let base: torch.jit.ScriptModule | undefined;     // the weights the predictor serves, to train from
+
+  // A copy of the served model trains on the training executor; the predictor keeps answering
+  // from its own thread, and takes the copy's weights only if they validate better.
+  const runFinetune = async (dir: string, epochs: number, lr: number): Promise<FinetuneStatus> => {
+    base ??= typeof options.model === 'string' ? await torch.jit.load(options.model) : options.model;
+    const copy = await torch.jit.load(await base.serialize());
+    current = copy;
+    const trainSet = new data.ImageFolder(dir, { transform: transforms.imagenet({ train: true, size: options.size ?? 224 }) });
+    const evalSet = new data.ImageFolder(dir, { transform: transform });
+    if (options.labels && trainSet.classes.join('\n') !== options.labels.join('\n')) {
+      throw new HttpError(400, `'${dir}' has classes ${trainSet.classes.join(', ')}, the service serves ${options.labels.join(', ')}`);
+    }
+    const all = Array.from({ length: trainSet.length }, (_, i) => i);
+    const valLoader = new data.DataLoader(new data.Subset(evalSet, all.filter((i) => i % 5 === 0)), { batchSize: 32 });
+    const trainLoader = new data.DataLoader(new data.Subset(trainSet, all.filter((i) => i % 5 !== 0)), { batchSize: 16, shuffle: true, seed: 0 });
+    finetune.before = (await train.evaluate(copy, valLoader)).accuracy;
+    const optimizer = new torch.optim.AdamW(copy.parameters(), { lr });
+    await train.fit(copy, {
+      train: trainLoader, epochs, optimizer, loss: new torch.nn.CrossEntropyLoss(), progress: false,
+      callbacks: { onEpochEnd: (r) => { finetune.epoch = r.epoch; } },
+    });
+    finetune.after = (await train.evaluate(copy, valLoader)).accuracy;
+    finetune.swapped = finetune.after > finetune.before;
+    if (finetune.swapped) {
+      await predictor.update(copy);
+      if (base !== options.model) base.dispose();
+      base = copy;
+    } else {
+      copy.dispose();
+    }
+    return finetune;
+  };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (req.method === 'GET' && url.pathname === '/status') {
-      send(res, 200, { predictor: predictor.stats(), uptimeS: (Date.now() - started) / 1000 });
+      send(res, 200, { predictor: predictor.stats(), finetune, uptimeS: (Date.now() - started) / 1000 });
+    } else if (req.method === 'POST' && url.pathname === '/finetune') {
+      if (finetune.state === 'training') throw new HttpError(409, 'a fine-tune is running already');
+      let body: { dir?: unknown; epochs?: unknown; lr?: unknown };
+      try {
+        body = JSON.parse((await readBody(req, 1 << 16)).toString('utf8')) as typeof body;
+      } catch {
+        throw new HttpError(400, 'POST { "dir": "path/to/ImageFolder", "epochs": 3 } as JSON');
+      }
+      if (typeof body.dir !== 'string' || !fs.existsSync(body.dir)) throw new HttpError(400, `no such folder: ${String(body.dir)}`);
+      const epochs = typeof body.epochs === 'number' && Number.isInteger(body.epochs) && body.epochs > 0 ? body.epochs : 3;
+      const lr = typeof body.lr === 'number' && body.lr > 0 && body.lr < 1 ? body.lr : 1e-3;
+      finetune = { state: 'training', epoch: 0 };
+      const mine = finetune;
+      job = runFinetune(body.dir, epochs, lr).then(
+        () => { mine.state = 'done'; return mine; },
+        (err: Error) => {
+          mine.state = 'failed';
+          mine.error = err.message;
+          if (current !== base) current?.dispose();
+          return mine;
+        },
+      );
+      send(res, 202, { finetune });
     } else if (req.method === 'POST' && url.pathname === '/predict') {
       const body = await readBody(req, maxBytes);
       if (body.length === 0) throw new HttpError(400, 'POST an image (JPEG, PNG, WebP) as the request body');
       const input = await torch.serving.imageInput(body, transform).catch((e: Error) => { throw new HttpError(400, e.message); });
       send(res, 200, { top: await predictor.classify(input, { topk, labels: options.labels }) });
     } else {
-      throw new HttpError(404, 'POST /predict with an image, or GET /status');
+      throw new HttpError(404, 'POST /predict with an image, POST /finetune with { dir }, or GET /status');
     }
   };
 
@@ -100,8 +176,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   return {
     url: `http://${address}:${port}`,
     predictor,
+    finetuning: () => job,
     close: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await job;
       await predictor.close();
     },
   };

@@ -13,7 +13,7 @@ import * as path from 'path';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { floats, runPy, tmpDir } from './helpers/train-fixtures';
-import { pattern, writeImage } from './helpers/images';
+import { pattern, solid, writeImage } from './helpers/images';
 
 jest.setTimeout(120_000);
 
@@ -325,6 +325,41 @@ describe('examples/service.ts', () => {
       await fitting;
       const status = (await (await fetch(`${service.url}/status`)).json()) as { predictor: torch.serving.PredictorStats };
       expect(status.predictor).toMatchObject({ requests: 6, errors: 0 });
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe('examples/service.ts POST /finetune', () => {
+  test('fine-tunes a copy in the background while /predict keeps answering, and swaps it in only if it validates better', async () => {
+    const { startService } = await import('../examples/service');
+    const labels = ['a', 'b', 'c', 'd', 'e'];
+    const colours = [[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20], [20, 230, 230]];
+    const root = file('photos');
+    for (const [c, name] of labels.entries()) {
+      fs.mkdirSync(path.join(root, name), { recursive: true });
+      for (let i = 0; i < 10; i++) await writeImage(path.join(root, name, `${i}.png`), solid(36, 36, colours[c].map((v) => v - 2 * i)), 'png');
+    }
+    const service = await startService({ model: file('cnn.pt'), labels, size: 32, topk: 2 });
+    try {
+      const bad = await fetch(`${service.url}/finetune`, { method: 'POST', body: JSON.stringify({ dir: file('nowhere') }) });
+      expect(bad.status).toBe(400);
+      const res = await fetch(`${service.url}/finetune`, { method: 'POST', body: JSON.stringify({ dir: root, epochs: 8, lr: 0.01 }) });
+      expect(res.status).toBe(202);
+      expect((await fetch(`${service.url}/finetune`, { method: 'POST', body: JSON.stringify({ dir: root }) })).status).toBe(409);
+      const during = await fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(path.join(root, 'c', '3.png')) });
+      expect(during.status).toBe(200);
+      const done = await service.finetuning();
+      expect(done).toMatchObject({ state: 'done', epoch: 8 });
+      // eight epochs on five flat colours: the copy validates better, so it is served now
+      expect(done.swapped).toBe(done.after! > done.before!);
+      expect(done.swapped).toBe(true);
+      const status = (await (await fetch(`${service.url}/status`)).json()) as { finetune: { state: string; swapped: boolean } };
+      expect(status.finetune).toMatchObject({ state: 'done', swapped: done.swapped });
+      const after = await fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(path.join(root, 'c', '0.png')) });
+      expect(after.status).toBe(200);
+      if (done.after === 1) expect(((await after.json()) as { top: { label: string }[] }).top[0].label).toBe('c');
     } finally {
       await service.close();
     }
