@@ -37,6 +37,9 @@ import torch
 d = sys.argv[1]
 spec = json.load(open(os.path.join(d, 'spec.json')))
 torch.set_num_threads(1)
+# Debian 13's libtorch 2.6 is built with LLVM: TorchScript's CPU fuser would compile training graphs
+# for minutes. finetorch turns it off at load (torch.backends.jit.cpuFusion); the reference does too.
+torch._C._jit_override_can_fuse_on_cpu(False)
 
 torch.manual_seed(5)
 torch.jit.script(torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))).save(os.path.join(d, 'ml.pt'))
