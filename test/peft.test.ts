@@ -412,6 +412,30 @@ describe('torch.peft.lora', () => {
     }
   });
 
+  test('dropout drops features only in training mode; to(float64) casts A and B with the model; replaceHead refuses a LoRA target', async () => {
+    const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
+    await torch.peft.lora(model, { targets: ['fc1', 'head'], rank: 2, dropout: 0.5 });
+    for (const [n, t] of model.namedParameters()) if (n.endsWith('lora_B.weight')) await copyRandom(t);
+    const { xs } = batches('mlp');
+    model.eval();
+    const a = await outputs(model, xs[0]);
+    expect(await outputs(model, xs[0])).toEqual(a);
+    model.train();
+    await torch.manualSeed(1);
+    const b = await (await model.forward(xs[0]) as Tensor).data() as Float32Array;
+    expect(maxRel(b, a)).toBeGreaterThan(1e-4);
+    const loss = await (await model.forward(xs[0]) as Tensor).sum();
+    await loss.backward();
+    expect(await new Map(model.namedParameters()).get('fc1.lora_A.weight')!.grad()).not.toBeNull();
+
+    await model.to('cpu', 'float64');
+    expect(model.namedParameters().filter(([n]) => n.includes('lora')).map(([, t]) => t.dtype)).toEqual(['float64', 'float64', 'float64', 'float64']);
+    model.eval();
+    const x64 = await xs[0].to({ dtype: 'float64' });
+    expect(maxRel(Float32Array.from(await (await torch.noGrad(() => model.forward(x64)) as Tensor).data() as Float64Array), a)).toBeLessThanOrEqual(1e-5);
+    await expect(model.replaceHead({ numClasses: 5, name: 'head' })).rejects.toThrow(/'head' carries a LoRA adapter/);
+  });
+
   test('bitfit leaves only biases and modulesToSave trainable', async () => {
     const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
     const names = torch.peft.bitfit(model, { modulesToSave: ['head'] });

@@ -381,6 +381,7 @@ export class ScriptModule {
     } else if (!candidates.includes(name)) {
       throw new Error(`replaceHead: '${name}' is not a Linear layer (or final 1x1 Conv2d) of this model; candidates: ${candidates.join(', ') || 'none'}`);
     }
+    if (params.has(`${name}.lora_A.weight`)) throw new Error(`replaceHead: '${name}' carries a LoRA adapter; replace the head before torch.peft.lora (and list it in modulesToSave)`);
     const aux = options.aux === false ? [] : this.auxiliaryHeads(name);
     for (const a of aux) log(`replaceHead also replaced the auxiliary head '${a}' ${describe(a).join(', ')}`);
     for (const layer of [name, ...aux]) await h.replaceHeadLayer(layer, options.numClasses);
