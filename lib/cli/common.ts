@@ -8,6 +8,9 @@ import { CosineAnnealingLR, LinearLR, SequentialLR } from '../optim/lr_scheduler
 import * as check from '../check';
 import { imagenet, type Transform } from '../transforms';
 import { fromJSON, outputSize } from '../transforms/json';
+import type { Tensor } from '../tensor';
+import type { Misclassified } from '../report/report';
+import { predict } from '../train/evaluate';
 
 /** An error the CLI prints as one line, without a stack. */
 export class UsageError extends Error {}
@@ -119,4 +122,30 @@ export function recipe(model: ScriptModule, lr: number, totalSteps: number, weig
     milestones: [warm],
   });
   return { optimizer, scheduler };
+}
+
+/**
+ * Up to `max` misclassified examples of `batches` for the report, in the order met. Each is drawn by
+ * `thumbnail(input, row, index)`: the batch's input, the example's row in it and its index in the set.
+ */
+export async function misclassified(model: ScriptModule, batches: AsyncIterable<{ input: Tensor; target: Tensor }>, classes: readonly string[],
+  thumbnail: (input: Tensor, row: number, index: number) => Promise<{ png: Buffer; source: string }>, max = 12): Promise<Misclassified[]> {
+  const out: Misclassified[] = [];
+  let index = 0;
+  for await (const b of batches) {
+    const probs = await predict(model, b.input);
+    const p = await probs.data() as Float32Array;
+    const y = await b.target.data() as BigInt64Array;
+    const C = probs.shape[1];
+    for (let i = 0; i < y.length && out.length < max; i++, index++) {
+      const row = p.subarray(i * C, (i + 1) * C);
+      const pred = row.indexOf(Math.max(...row));
+      if (pred === Number(y[i])) continue;
+      const { png, source } = await thumbnail(b.input, i, index);
+      out.push({ png, trueLabel: classes[Number(y[i])], predicted: classes[pred], probability: row[pred], source });
+    }
+    probs.dispose(); b.input.dispose(); b.target.dispose();
+    if (out.length >= max) break;
+  }
+  return out;
 }

@@ -10,11 +10,11 @@ import { DataLoader, Dataset, FashionMNIST, type ItemContext, type PreparedSampl
 import { writeAtomic } from '../fsutil';
 import { Rng } from '../data/random';
 import { load } from '../jit/load';
-import { writeReport, type Misclassified } from '../report/report';
+import { writeReport } from '../report/report';
 import { manualSeed } from '../runtime';
-import { evaluate, predict } from '../train/evaluate';
+import { evaluate } from '../train/evaluate';
 import { fit, type EpochRecord } from '../train/fit';
-import { recipe } from './common';
+import { misclassified, recipe } from './common';
 
 const FIRST = 5; // classes 5-9 become 0-4
 const CLASSES = FashionMNIST.classes.slice(FIRST);
@@ -45,28 +45,6 @@ function pick(ds: FashionMNIST, perClass: number, skip: number, seed: number): n
     if (n >= skip && n < skip + perClass) out.push(i);
   }
   return out.sort((a, b) => a - b);
-}
-
-async function thumbnails(model: Parameters<typeof predict>[0], test: Unseen, max = 12): Promise<Misclassified[]> {
-  const out: Misclassified[] = [];
-  let index = 0;
-  for await (const b of new DataLoader(test, { batchSize: 256 })) {
-    const probs = await predict(model, b.input);
-    const p = await probs.data() as Float32Array;
-    const x = await b.input.data() as Float32Array;
-    const y = await b.target.data() as BigInt64Array;
-    for (let i = 0; i < y.length && out.length < max; i++, index++) {
-      const row = p.subarray(i * 5, i * 5 + 5);
-      const pred = row.indexOf(Math.max(...row));
-      if (pred === Number(y[i])) continue;
-      const pixels = Uint8Array.from(x.subarray(i * 784, (i + 1) * 784), (v) => Math.round(v * 255));
-      const png = await sharp(Buffer.from(pixels), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
-      out.push({ png, trueLabel: CLASSES[Number(y[i])], predicted: CLASSES[pred], probability: row[pred], source: `test image ${test.indices[index]}` });
-    }
-    probs.dispose(); b.input.dispose(); b.target.dispose();
-    if (out.length >= max) break;
-  }
-  return out;
 }
 
 /** Options of the demo. */
@@ -122,7 +100,12 @@ export async function demo(o: DemoOptions = {}): Promise<{ pretrained: number; s
   console.log('\n               test accuracy (classes 5-9)');
   for (const r of results) console.log(`  ${r.name.padEnd(13)}  ${(r.accuracy * 100).toFixed(1)}%`);
   console.log(`  difference     ${((pre.accuracy - scratch.accuracy) * 100).toFixed(1)} points in favour of ${pre.accuracy >= scratch.accuracy ? 'the pretrained backbone' : 'training from scratch'}`);
-  const mis = await thumbnails(best!.model, testSet);
+  const mis = await misclassified(best!.model, new DataLoader(testSet, { batchSize: 256 }), CLASSES, async (input, row, index) => {
+    const x = (await input.data()) as Float32Array;
+    const pixels = Uint8Array.from(x.subarray(row * 784, (row + 1) * 784), (v) => Math.round(v * 255));
+    const png = await sharp(Buffer.from(pixels), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+    return { png, source: `test image ${testSet.indices[index]}` };
+  });
   await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(CLASSES, null, 2) + '\n', 'demo');
   await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ results, evaluation: best!.ev }, null, 2) + '\n', 'demo');
   const report = await writeReport(out, {

@@ -7,13 +7,13 @@ import { DataLoader, ImageFolder, Subset } from '../data';
 import { fsReason, writeAtomic } from '../fsutil';
 import { Rng } from '../data/random';
 import { imagenet } from '../transforms';
-import { writeReport, type Misclassified } from '../report/report';
-import { evaluate, predict } from '../train/evaluate';
+import { writeReport } from '../report/report';
+import { evaluate } from '../train/evaluate';
 import { describe } from '../train/describe';
 import { fit } from '../train/fit';
 import type { Tensor } from '../tensor';
 import { manualSeed } from '../runtime';
-import { deviceOption, loadModel, parseNumber, recipe, requireDir, UsageError } from './common';
+import { misclassified, deviceOption, loadModel, parseNumber, recipe, requireDir, UsageError } from './common';
 
 export interface FinetuneArgs {
   model: string;
@@ -32,29 +32,6 @@ export interface FinetuneArgs {
   size?: string;
   seed?: string;
   progress?: boolean;
-}
-
-/** Up to `max` misclassified validation images, as thumbnails. */
-async function misclassified(model: Parameters<typeof predict>[0], loader: DataLoader, files: string[], classes: readonly string[], max = 12): Promise<Misclassified[]> {
-  const out: Misclassified[] = [];
-  let index = 0;
-  for await (const b of loader) {
-    const probs: Tensor = await predict(model, b.input);
-    const p = await probs.data() as Float32Array;
-    const y = await b.target.data() as BigInt64Array;
-    const C = probs.shape[1];
-    for (let i = 0; i < y.length && out.length < max; i++, index++) {
-      const row = p.subarray(i * C, (i + 1) * C);
-      const pred = row.indexOf(Math.max(...row));
-      if (pred !== Number(y[i])) {
-        const png = await sharp(files[index]).resize(96, 96, { fit: 'inside' }).png().toBuffer();
-        out.push({ png, trueLabel: classes[Number(y[i])], predicted: classes[pred], probability: row[pred], source: files[index] });
-      }
-    }
-    probs.dispose(); b.input.dispose(); b.target.dispose();
-    if (out.length >= max) break;
-  }
-  return out;
 }
 
 export async function finetune(a: FinetuneArgs): Promise<void> {
@@ -167,7 +144,9 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   await model.save(path.join(out, 'model.pt'), { metadata: describeRun(metrics) });
   await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n', 'finetune');
   await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n', 'finetune');
-  const mis = await misclassified(model, valLoader(), valFiles, classes);
+  const mis = await misclassified(model, valLoader() as AsyncIterable<{ input: Tensor; target: Tensor }>, classes, async (_input, _row, index) => ({
+    png: await sharp(valFiles[index]).resize(96, 96, { fit: 'inside' }).png().toBuffer(), source: valFiles[index],
+  }));
   const report = await writeReport(out, {
     title: `finetorch fine-tune: ${path.basename(path.resolve(a.data))}`, runs: [{ name: 'fine-tune', epochs: history.epochs, lrSteps }],
     evaluation: ev, classes: [...classes], misclassified: mis, settings,
