@@ -55,7 +55,13 @@ const adapters = new WeakMap<ScriptModule, AdapterState>();
 
 const TARGET_TYPE = /(^|\.)(\w*Linear|Conv2d)$/;
 
-/** The model's adapter, or undefined when it has none. */
+/**
+ * The model's adapter (targets, rank, alpha, dropout, modulesToSave, merged), or undefined when it
+ * has none.
+ *
+ * @example
+ * torch.peft.adapterOf(model)?.targets; // ['layer4.0.conv1', ...]
+ */
 export function adapterOf(model: ScriptModule): LoraAdapter | undefined {
   const s = adapters.get(model);
   return s && { ...s, targets: [...s.targets], modulesToSave: [...s.modulesToSave] };

@@ -15,7 +15,12 @@ const WIDTH: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
 /** Headers larger than this are damage, not adapters (the Rust reader refuses above 100 MB too). */
 const MAX_HEADER = 100_000_000;
 
-/** Encodes `tensors` (float32 as F32, float64 as F64) with `metadata` as `__metadata__`. */
+/**
+ * Encodes `tensors` (float32 as F32, float64 as F64) with `metadata` as `__metadata__`.
+ *
+ * @example
+ * fs.writeFileSync('t.safetensors', torch.peft.encodeSafetensors([['w', { shape: [2], data: new Float32Array([1, 2]) }]]));
+ */
 export function encodeSafetensors(tensors: [string, SafeTensor][], metadata: Record<string, string> = { format: 'pt' }): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
@@ -51,6 +56,9 @@ function halfToFloat(h: number): number {
 /**
  * Decodes a safetensors file's bytes into float tensors (F16 and BF16 widened to float32). A damaged
  * file is an Error that starts with `what` and says what is wrong.
+ *
+ * @example
+ * const tensors = torch.peft.decodeSafetensors(fs.readFileSync('adapter/adapter_model.safetensors'), 'read');
  */
 export function decodeSafetensors(buf: Buffer, what: string): Map<string, SafeTensor> {
   const bad = (why: string) => new Error(`${what}: not a valid safetensors file: ${why}`);
