@@ -332,6 +332,11 @@ describe('torch.peft.lora', () => {
     garbled.write('{{{{', 8);
     fs.writeFileSync(path.join(damaged, 'adapter_model.safetensors'), garbled);
     await expect(torch.peft.loadAdapter(fresh, damaged)).rejects.toThrow(/the header is not JSON/);
+    const rs = path.join(dir, 'rslora-adapter');
+    fs.mkdirSync(rs, { recursive: true });
+    fs.writeFileSync(path.join(rs, 'adapter_config.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(mlpAdapter, 'adapter_config.json'), 'utf8')), use_rslora: true }));
+    fs.copyFileSync(path.join(mlpAdapter, 'adapter_model.safetensors'), path.join(rs, 'adapter_model.safetensors'));
+    await expect(torch.peft.loadAdapter(fresh, rs)).rejects.toThrow(/uses use_rslora .* does not support/);
     // on the CNN, whose modules have other names
     await expect(torch.peft.loadAdapter(model, mlpAdapter)).rejects.toThrow(/'fc2', which is not a Linear or Conv2d module of this model/);
   });

@@ -232,6 +232,13 @@ async function readConfig(dir: string, what: string): Promise<{ r: number; alpha
   }
   const c = raw as Record<string, unknown>;
   if (c === null || typeof c !== 'object' || c.peft_type !== 'LORA') throw new Error(`${what}: ${file} is not a LoRA adapter config (peft_type ${JSON.stringify(c?.peft_type)})`);
+  // variants whose forward is not W0 + alpha / r * B @ A with one rank: refused, never approximated
+  const unsupported = [
+    c.use_rslora === true && 'use_rslora (alpha / sqrt(r) scaling)', c.use_dora === true && 'use_dora',
+    c.fan_in_fan_out === true && 'fan_in_fan_out (Conv1D layers)',
+    Object.keys((c.rank_pattern as object | null) ?? {}).length > 0 && 'rank_pattern', Object.keys((c.alpha_pattern as object | null) ?? {}).length > 0 && 'alpha_pattern',
+  ].filter(Boolean);
+  if (unsupported.length > 0) throw new Error(`${what}: ${file} uses ${unsupported.join(', ')}, which finetorch's LoRA does not support`);
   const r = check.integer(c.r, `${what}: ${file}: r`, 1);
   const alpha = check.number(c.lora_alpha ?? 8, `${what}: ${file}: lora_alpha`);
   const dropout = check.number(c.lora_dropout ?? 0, `${what}: ${file}: lora_dropout`);
