@@ -14,6 +14,8 @@ import { fit } from '../train/fit';
 import type { Tensor } from '../tensor';
 import { manualSeed } from '../runtime';
 import { misclassified, deviceOption, loadModel, parseNumber, recipe, requireDir, UsageError } from './common';
+import { parseLoraFlag } from './lora';
+import { lora as attachLora, saveAdapter } from '../peft/lora';
 
 export interface FinetuneArgs {
   model: string;
@@ -26,6 +28,7 @@ export interface FinetuneArgs {
   freeze?: string;
   unfreezeAt?: string;
   head?: string;
+  lora?: string;
   device?: string;
   out?: string;
   resume?: boolean;
@@ -47,6 +50,8 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const frac = a.val ? undefined : parseNumber(a.valSplit ?? '0.1', '--val-split');
   if (frac !== undefined && !(frac > 0 && frac < 1)) throw new UsageError(`--val-split must be in (0, 1): got ${frac}`);
   const unfreezeAt = a.unfreezeAt ? parseNumber(a.unfreezeAt, '--unfreeze-at', true, { atLeast: 1 }) : undefined;
+  const loraSpec = a.lora === undefined ? undefined : parseLoraFlag(a.lora);
+  if (loraSpec && (a.freeze || unfreezeAt)) throw new UsageError('--lora trains only the adapter and the new head: it cannot be combined with --freeze or --unfreeze-at');
   const out = path.resolve(a.out ?? 'finetune-out');
   if (fs.statSync(out, { throwIfNoEntry: false })?.isDirectory() === false) {
     throw new UsageError(`--out '${out}' is a file: it must be a folder (finetune writes model.pt, metrics.json and a report there)`);
@@ -102,6 +107,13 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     model.freeze(freeze.includes('backbone') ? undefined : freeze);
     model.unfreeze([head, ...model.auxiliaryHeads(head)].map((h) => `${h}.**`));
   }
+  if (loraSpec) {
+    try {
+      await attachLora(model, { ...loraSpec, modulesToSave: [head, ...model.auxiliaryHeads(head)] });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   const totalSteps = epochs * trainLoader.length;
   const { optimizer, scheduler } = recipe(model, lr, totalSteps);
   const stages = unfreezeAt ? [{ epoch: unfreezeAt - 1, unfreeze: '**', lr: lr / 10 }] : [];
@@ -119,7 +131,7 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   }
   const settings = {
     model: path.resolve(a.model), data: path.resolve(a.data), val: a.val ? path.resolve(a.val) : `${a.valSplit ?? '0.1'} of --data`,
-    epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never',
+    epochs, batchSize, lr, size, seed, device, head, freeze: freeze?.join(',') ?? 'none', unfreezeAt: unfreezeAt ?? 'never', lora: a.lora ?? 'none',
     optimizer: 'AdamW (weight decay 0.01, none on biases/norms)', schedule: 'linear warm-up 10% then cosine, per batch',
     trainImages: trainSet.length, valImages: valSet.length,
   };
@@ -142,6 +154,7 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
   const ev = await evaluate(model, valLoader());
   const metrics = { valAccuracy: ev.accuracy, [`valTop${ev.k}`]: ev.topk, valLoss: ev.loss, valImages: ev.samples, epochs: history.epochs.length };
   await model.save(path.join(out, 'model.pt'), { metadata: describeRun(metrics) });
+  if (loraSpec) await saveAdapter(model, path.join(out, 'adapter'));  // model.pt holds the merged weights
   await writeAtomic(path.join(out, 'classes.json'), JSON.stringify(classes, null, 2) + '\n', 'finetune');
   await writeAtomic(path.join(out, 'metrics.json'), JSON.stringify({ settings, history: history.epochs, evaluation: ev, classes }, null, 2) + '\n', 'finetune');
   const mis = await misclassified(model, valLoader() as AsyncIterable<{ input: Tensor; target: Tensor }>, classes, async (_input, _row, index) => ({
