@@ -35,28 +35,29 @@ std::unordered_map<const void*, std::shared_ptr<State>>& Registry() {
   return *registry;
 }
 
+// Drops the adapters of modules that are gone: an entry holds its targets' layers and tensors,
+// which would otherwise outlive the model. Called with the lock held; the registry is small.
+void Sweep(std::unordered_map<const void*, std::shared_ptr<State>>& reg) {
+  for (auto it = reg.begin(); it != reg.end();) {
+    auto alive = it->second->owner.lock();
+    if (!alive || alive.get() != it->first) it = reg.erase(it);
+    else ++it;
+  }
+}
+
 std::shared_ptr<State> Find(const torch::jit::Module& root) {
   std::lock_guard<std::mutex> lock(registryMutex);
   auto& reg = Registry();
   if (reg.empty()) return nullptr;
-  const void* key = root._ivalue().get();
-  auto it = reg.find(key);
-  if (it == reg.end()) return nullptr;
-  auto alive = it->second->owner.lock();
-  if (!alive || alive.get() != key) {
-    reg.erase(it);
-    return nullptr;
-  }
-  return it->second;
+  Sweep(reg);
+  auto it = reg.find(root._ivalue().get());
+  return it == reg.end() ? nullptr : it->second;
 }
 
 void Register(const torch::jit::Module& root, std::shared_ptr<State> s) {
   std::lock_guard<std::mutex> lock(registryMutex);
   auto& reg = Registry();
-  for (auto it = reg.begin(); it != reg.end();) {
-    if (!it->second->owner.lock()) it = reg.erase(it);
-    else ++it;
-  }
+  Sweep(reg);
   reg[root._ivalue().get()] = std::move(s);
 }
 
