@@ -22,7 +22,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const PYTHON = require('../scripts/python').pythonPath();
+const { runPythonFile } = require('../scripts/python');
 
 function parseArgs(argv) {
   const o = { steps: 10, warmup: 3, batch: 16, size: 224, rank: 8 };
@@ -42,15 +42,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function python(dir, name, code, args = []) {
-  const file = path.join(dir, name);
-  fs.writeFileSync(file, code);
-  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
-  const lines = r.stdout.trim().split('\n');
-  return lines[lines.length - 1];
-}
+const python = runPythonFile;
 
 const EXPORT = String.raw`
 import sys, torch, torchvision

@@ -20,7 +20,6 @@
  * ($FINETORCH_PYTHON, else /usr/bin/python3). Never part of a test run.
  */
 'use strict';
-const { spawnSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -43,17 +42,9 @@ function parseArgs(argv) {
   return opts;
 }
 
-const PYTHON = require('../scripts/python').pythonPath();
+const { runPythonFile } = require('../scripts/python');
 
-function python(dir, name, code, args = []) {
-  const file = path.join(dir, name);
-  fs.writeFileSync(file, code);
-  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
-  const lines = r.stdout.trim().split('\n');
-  return lines[lines.length - 1];
-}
+const python = runPythonFile;
 
 const EXPORT = String.raw`
 import sys, torch, torchvision

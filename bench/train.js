@@ -22,7 +22,6 @@
  * cannot run is reported as unavailable; the script only exits non-zero when finetorch fails.
  */
 'use strict';
-const { spawnSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -57,7 +56,7 @@ function positive(v, what, min = 1) {
   return n;
 }
 
-const PYTHON = require('../scripts/python').pythonPath();
+const { runPythonFile } = require('../scripts/python');
 
 /**
  * The environment of the PyTorch side. finetorch raises glibc malloc's mmap/trim thresholds when
@@ -72,15 +71,7 @@ function sameMalloc() {
 }
 
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
-function python(dir, name, code, args = []) {
-  const file = path.join(dir, name);
-  fs.writeFileSync(file, code);
-  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 16 << 20, env: pythonEnv });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${PYTHON} ${name} failed (${r.signal || r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
-  const lines = r.stdout.trim().split('\n');
-  return lines[lines.length - 1];
-}
+const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
 const EXPORT = String.raw`
 import sys, torch, torchvision
