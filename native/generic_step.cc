@@ -17,60 +17,6 @@ struct InputArg {
   std::vector<std::pair<std::string, SlotPtr>> named;
 };
 
-// An output on its way to JS: made on the executor thread, turned into JS values on the JS thread.
-struct OutVal {
-  enum Kind { None, TensorOut, List, Dict } kind = None;
-  at::Tensor tensor;
-  Meta meta;
-  std::vector<OutVal> items;
-  std::vector<std::string> keys;
-};
-
-OutVal FromIValue(const c10::IValue& iv) {
-  OutVal out;
-  if (iv.isNone()) return out;
-  if (iv.isTensor()) {
-    out.kind = OutVal::TensorOut;
-    out.tensor = iv.toTensor();
-    out.meta = Meta::Of(out.tensor);
-  } else if (iv.isTuple() || iv.isList()) {
-    out.kind = OutVal::List;
-    if (iv.isTuple()) for (auto& x : iv.toTupleRef().elements()) out.items.push_back(FromIValue(x));
-    else for (const auto& x : iv.toListRef()) out.items.push_back(FromIValue(x));
-  } else if (iv.isGenericDict()) {
-    out.kind = OutVal::Dict;
-    for (const auto& kv : iv.toGenericDict()) {
-      if (!kv.key().isString()) throw std::runtime_error("forward returned a dict whose keys are not strings");
-      out.keys.push_back(kv.key().toStringRef());
-      out.items.push_back(FromIValue(kv.value()));
-    }
-  } else {
-    throw std::runtime_error("forward returned a " + iv.tagKind() + ", not tensors");
-  }
-  return out;
-}
-
-Napi::Value ToJs(Napi::Env env, OutVal& v) {
-  switch (v.kind) {
-    case OutVal::TensorOut: {
-      auto slot = std::make_shared<Slot>();
-      slot->t = v.tensor;
-      return TensorWrap::New(env, slot, v.meta);
-    }
-    case OutVal::List: {
-      Napi::Array a = Napi::Array::New(env, v.items.size());
-      for (size_t i = 0; i < v.items.size(); i++) a.Set(i, ToJs(env, v.items[i]));
-      return a;
-    }
-    case OutVal::Dict: {
-      Napi::Object o = Napi::Object::New(env);
-      for (size_t i = 0; i < v.items.size(); i++) o.Set(v.keys[i], ToJs(env, v.items[i]));
-      return o;
-    }
-    default: return env.Null();
-  }
-}
-
 Amp ReadAmp(const Napi::Object& o) {
   Napi::Value v = o.Get("amp");
   return static_cast<Amp>(v.IsNumber() ? v.As<Napi::Number>().Int32Value() : 0);
@@ -99,7 +45,7 @@ Napi::Value ForwardAutocast(const Napi::CallbackInfo& info) {
   Napi::Object o = info[2].As<Napi::Object>();
   Amp amp = ReadAmp(o);
   std::string device = o.Get("device").IsString() ? o.Get("device").As<Napi::String>().Utf8Value() : "";
-  return Addon(env).executor->Submit<OutVal>(
+  return Addon(env).executor->Submit<Val>(
       env, "forward",
       [=] {
         AutoGradMode grad(true);
@@ -122,7 +68,7 @@ Napi::Value ForwardAutocast(const Napi::CallbackInfo& info) {
         AutocastScope autocast(amp, dev);
         return FromIValue(m->forward(args));
       },
-      [](Napi::Env env, OutVal& out) -> Napi::Value { return ToJs(env, out); });
+      [](Napi::Env env, Val& out) -> Napi::Value { return ToJs(env, out); });
 }
 
 Napi::Value ScaledBackward(const Napi::CallbackInfo& info) {

@@ -23,19 +23,6 @@ namespace finetorch {
 namespace {
 
 
-// A value crossing between JS and TorchScript: built on one thread, consumed on the other.
-struct Val {
-  enum Kind { None, Bool, Num, Str, TensorIn, TensorOut, List, Tuple, Dict } kind = None;
-  bool b = false;
-  double d = 0;
-  bool integral = false;
-  std::string s;
-  SlotPtr slot;
-  at::Tensor tensor;
-  Meta meta;
-  std::vector<Val> items;
-  std::vector<std::string> keys;
-};
 
 Val FromJs(Napi::Env env, const Napi::Value& v, int depth = 0) {
   if (depth > 32) throw Napi::Error::New(env, "inputs are nested too deeply");
@@ -121,6 +108,8 @@ c10::IValue ToIValue(const Val& v, const c10::TypePtr& type) {
   }
 }
 
+}  // namespace
+
 Val FromIValue(const c10::IValue& iv) {
   Val out;
   if (iv.isNone()) return out;
@@ -176,6 +165,8 @@ Napi::Value ToJs(Napi::Env env, Val& v) {
     default: return env.Undefined();
   }
 }
+
+namespace {
 
 std::string TypeName(const torch::jit::Module& m) {
   auto name = m.type()->name();

@@ -10,6 +10,26 @@ namespace finetorch {
 
 using ModulePtr = std::shared_ptr<torch::jit::Module>;
 
+// A value crossing between JS and TorchScript (a method's inputs and outputs): built on one thread,
+// consumed on the other.
+struct Val {
+  enum Kind { None, Bool, Num, Str, TensorIn, TensorOut, List, Tuple, Dict } kind = None;
+  bool b = false;
+  double d = 0;
+  bool integral = false;
+  std::string s;
+  SlotPtr slot;
+  at::Tensor tensor;
+  Meta meta;
+  std::vector<Val> items;
+  std::vector<std::string> keys;
+};
+
+// A TorchScript value (tensors, numbers, strings, lists, tuples, dicts) as a Val; executor thread.
+Val FromIValue(const c10::IValue& iv);
+// A Val made by FromIValue as JS values (Tensors, arrays, objects); JS thread.
+Napi::Value ToJs(Napi::Env env, Val& v);
+
 class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
