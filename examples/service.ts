@@ -1,6 +1,8 @@
 /**
  * An image classification service on Node's own http, answering from a torch.serving.Predictor
- * (its own thread and weights, so answers keep coming while the same process trains).
+ * (its own thread and weights, so answers keep coming while the same process trains). The
+ * /predict and /status routes are `torch.serving.createService`'s (also `finetorch serve`); this
+ * program adds a background fine-tune with hot swap.
  *
  *   POST /predict   body: a JPEG/PNG/WebP image   -> { top: [{ label, index, probability }] }
  *   POST /finetune  body: { "dir": "photos", "epochs": 3, "lr": 0.001 }, an ImageFolder with the served classes
@@ -21,9 +23,12 @@ import { data, train, transforms } from 'finetorch';
 export interface ServiceOptions {
   /** The model to serve: a TorchScript file or a loaded ScriptModule (cloned). */
   model: string | torch.jit.ScriptModule;
-  /** Class names, by output index. */
+  /** Class names, by output index (default: the ones the model file records). */
   labels?: string[];
-  /** The model's input size (the eval transform resizes to size * 256 / 224, then center-crops). */
+  /**
+   * The model's input size (the eval transform resizes to size * 256 / 224, then center-crops);
+   * default: the eval transform the model file records, else 224.
+   */
   size?: number;
   topk?: number;
   /** 0 picks a free port. */
@@ -54,41 +59,18 @@ export interface Service {
   close(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(readonly status: number, message: string) { super(message); }
-}
-
-function readBody(req: http.IncomingMessage, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        reject(new HttpError(413, `the image is larger than ${maxBytes} bytes`));
-        req.destroy();
-      } else {
-        chunks.push(chunk);
-      }
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
-function send(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
+const { HttpError, readBody } = torch.serving;
 
 /** Starts the service; resolves once it listens. */
 export async function startService(options: ServiceOptions): Promise<Service> {
   const predictor = await torch.serving.Predictor.load(options.model, options.predictor ?? { threads: 1, maxBatch: 8, maxDelayMs: 2 });
-  const transform = transforms.imagenet({ train: false, size: options.size ?? 224 });
-  const topk = options.topk ?? 5;
-  const maxBytes = options.maxBytes ?? 10 << 20;
-  const started = Date.now();
+  const recorded = predictor.metadata?.transform;
+  const ours = options.size !== undefined || !recorded;
+  const transform = ours ? transforms.imagenet({ train: false, size: options.size ?? 224 }) : transforms.fromJSON(recorded);
+  // With the file's recorded eval transform, fine-tunes train on it too (no augmentation), so the
+  // copy sees inputs like the ones it will serve.
+  const trainTransform = ours ? transforms.imagenet({ train: true, size: options.size ?? 224 }) : transform;
+  const labels = options.labels ?? predictor.metadata?.classes;
   let finetune: FinetuneStatus = { state: 'idle' };
   let job: Promise<FinetuneStatus> = Promise.resolve(finetune);
   let current: torch.jit.ScriptModule | undefined;  // the copy being trained
@@ -100,10 +82,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     base ??= typeof options.model === 'string' ? await torch.jit.load(options.model) : options.model;
     const copy = await torch.jit.load(await base.serialize());
     current = copy;
-    const trainSet = new data.ImageFolder(dir, { transform: transforms.imagenet({ train: true, size: options.size ?? 224 }) });
-    const evalSet = new data.ImageFolder(dir, { transform: transform });
-    if (options.labels && trainSet.classes.join('\n') !== options.labels.join('\n')) {
-      throw new HttpError(400, `'${dir}' has classes ${trainSet.classes.join(', ')}, the service serves ${options.labels.join(', ')}`);
+    const trainSet = new data.ImageFolder(dir, { transform: trainTransform });
+    const evalSet = new data.ImageFolder(dir, { transform });
+    if (labels && trainSet.classes.join('\n') !== labels.join('\n')) {
+      throw new HttpError(400, `'${dir}' has classes ${trainSet.classes.join(', ')}, the service serves ${labels.join(', ')}`);
     }
     const all = Array.from({ length: trainSet.length }, (_, i) => i);
     const valLoader = new data.DataLoader(new data.Subset(evalSet, all.filter((i) => i % 5 === 0)), { batchSize: 32 });
@@ -126,47 +108,35 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     return finetune;
   };
 
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (req.method === 'GET' && url.pathname === '/status') {
-      send(res, 200, { predictor: predictor.stats(), finetune, uptimeS: (Date.now() - started) / 1000 });
-    } else if (req.method === 'POST' && url.pathname === '/finetune') {
-      if (finetune.state === 'training') throw new HttpError(409, 'a fine-tune is running already');
-      let body: { dir?: unknown; epochs?: unknown; lr?: unknown };
-      try {
-        body = JSON.parse((await readBody(req, 1 << 16)).toString('utf8')) as typeof body;
-      } catch {
-        throw new HttpError(400, 'POST { "dir": "path/to/ImageFolder", "epochs": 3 } as JSON');
-      }
-      if (typeof body.dir !== 'string' || !fs.existsSync(body.dir)) throw new HttpError(400, `no such folder: ${String(body.dir)}`);
-      const epochs = typeof body.epochs === 'number' && Number.isInteger(body.epochs) && body.epochs > 0 ? body.epochs : 3;
-      const lr = typeof body.lr === 'number' && body.lr > 0 && body.lr < 1 ? body.lr : 1e-3;
-      finetune = { state: 'training', epoch: 0 };
-      const mine = finetune;
-      job = runFinetune(body.dir, epochs, lr).then(
-        () => { mine.state = 'done'; return mine; },
-        (err: Error) => {
-          mine.state = 'failed';
-          mine.error = err.message;
-          if (current !== base) current?.dispose();
-          return mine;
-        },
-      );
-      send(res, 202, { finetune });
-    } else if (req.method === 'POST' && url.pathname === '/predict') {
-      const body = await readBody(req, maxBytes);
-      if (body.length === 0) throw new HttpError(400, 'POST an image (JPEG, PNG, WebP) as the request body');
-      const input = await torch.serving.imageInput(body, transform).catch((e: Error) => { throw new HttpError(400, e.message); });
-      send(res, 200, { top: await predictor.classify(input, { topk, labels: options.labels }) });
-    } else {
-      throw new HttpError(404, 'POST /predict with an image, POST /finetune with { dir }, or GET /status');
+  const startFinetune = async (req: http.IncomingMessage) => {
+    if (finetune.state === 'training') throw new HttpError(409, 'a fine-tune is running already');
+    let body: { dir?: unknown; epochs?: unknown; lr?: unknown };
+    try {
+      body = JSON.parse((await readBody(req, 1 << 16)).toString('utf8')) as typeof body;
+    } catch {
+      throw new HttpError(400, 'POST { "dir": "path/to/ImageFolder", "epochs": 3 } as JSON');
     }
+    if (typeof body.dir !== 'string' || !fs.existsSync(body.dir)) throw new HttpError(400, `no such folder: ${String(body.dir)}`);
+    const epochs = typeof body.epochs === 'number' && Number.isInteger(body.epochs) && body.epochs > 0 ? body.epochs : 3;
+    const lr = typeof body.lr === 'number' && body.lr > 0 && body.lr < 1 ? body.lr : 1e-3;
+    finetune = { state: 'training', epoch: 0 };
+    const mine = finetune;
+    job = runFinetune(body.dir, epochs, lr).then(
+      () => { mine.state = 'done'; return mine; },
+      (err: Error) => {
+        mine.state = 'failed';
+        mine.error = err.message;
+        if (current !== base) current?.dispose();
+        return mine;
+      },
+    );
+    return { status: 202, body: { finetune } };
   };
 
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((err: Error) => {
-      if (!res.headersSent) send(res, err instanceof HttpError ? err.status : 500, { error: err.message });
-    });
+  const server = torch.serving.createService(predictor, {
+    transform, labels, topk: options.topk, maxBytes: options.maxBytes,
+    routes: { 'POST /finetune': startFinetune },
+    status: () => ({ finetune }),
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -275,6 +275,136 @@ test('a predict never waits behind work queued on the training executor, where m
   await p.close();
 });
 
+/** A copy of cnn.pt whose file records class names and a 32-pixel eval transform; and one recording 3 classes. */
+async function recordedModels(): Promise<{ meta: string; few: string; classes: string[] }> {
+  const classes = ['ant', 'bee', 'cat', 'dog', 'eel'];
+  const model = await torch.jit.load(file('cnn.pt'));
+  const transform = torch.transforms.imagenet({ train: false, size: 32 });
+  await model.save(file('meta.pt'), { metadata: torch.train.describe({ classes, transform, task: 'single-label' }) });
+  await model.save(file('few.pt'), { metadata: torch.train.describe({ classes: classes.slice(0, 3) }) });
+  model.dispose();
+  return { meta: file('meta.pt'), few: file('few.pt'), classes };
+}
+
+/** The top-k labels, softmax-ordered, of model.forward on an image through `transform`. */
+async function expectedTop(bytes: Buffer, transform: torch.transforms.Transform, names: readonly string[], k: number): Promise<{ labels: string[]; probabilities: number[] }> {
+  const model = await torch.jit.load(file('cnn.pt'));
+  model.eval();
+  const input = await torch.serving.imageInput(bytes, transform);
+  const logits = (await (await model.forward(torch.tensor(input.data, { shape: [1, ...input.shape] }))).data()) as Float32Array;
+  model.dispose();
+  const e = Array.from(logits, (v) => Math.exp(v));
+  const sum = e.reduce((a, b) => a + b, 0);
+  const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+  return { labels: order.map(([, i]) => names[i]), probabilities: order.map(([p]) => p) };
+}
+
+test('Predictor.load exposes the metadata its file records (from a path, a Buffer or a loaded model), and classify names classes by it unless labels are given', async () => {
+  const { meta, few, classes } = await recordedModels();
+  const fromPath = await torch.serving.Predictor.load(meta);
+  const fromBuffer = await torch.serving.Predictor.load(fs.readFileSync(meta));
+  const loaded = await torch.jit.load(meta);
+  const fromModel = await torch.serving.Predictor.load(loaded);
+  const plain = await torch.serving.Predictor.load(file('cnn.pt'));
+  try {
+    expect(fromPath.metadata).toMatchObject({ classes, task: 'single-label', transform: torch.transforms.imagenet({ train: false, size: 32 }).toJSON() });
+    expect(fromBuffer.metadata).toEqual(fromPath.metadata);
+    expect(fromModel.metadata).toEqual(loaded.metadata);
+    expect(plain.metadata).toBeUndefined();
+    const x = example(11);
+    const [recorded, given, none] = await Promise.all([
+      fromPath.classify(x, { topk: 3 }),
+      fromModel.classify(x, { topk: 3, labels: ['A', 'B', 'C', 'D', 'E'] }),
+      plain.classify(x, { topk: 3 }),
+    ]);
+    expect(recorded.map((t) => t.index)).toEqual(none.map((t) => t.index));
+    expect(recorded.map((t) => t.label)).toEqual(none.map((t) => classes[t.index]));
+    expect(given.map((t) => t.label)).toEqual(none.map((t) => 'ABCDE'[t.index]));
+    expect(none.map((t) => t.label)).toEqual(none.map((t) => String(t.index)));
+    // a record naming fewer classes than the model scores is an Error that says where the names came from
+    const short = await torch.serving.Predictor.load(few);
+    await expect(short.classify(x, { topk: 5 })).rejects.toMatchObject({ code: 'FINETORCH_INDEX', message: expect.stringMatching(/only 3 class names are recorded in the model file/) });
+    const all = await plain.classify(x, { topk: 5 });
+    expect((await short.classify(x, { topk: 5, labels: ['1', '2', '3', '4', '5'] })).map((t) => t.label)).toEqual(all.map((t) => String(t.index + 1)));
+    await short.close();
+  } finally {
+    await Promise.all([fromPath, fromBuffer, fromModel, plain].map((p) => p.close()));
+    loaded.dispose();
+  }
+});
+
+describe('serving.createService', () => {
+  async function listen(server: import('http').Server): Promise<string> {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as import('net').AddressInfo;
+    return `http://127.0.0.1:${port}`;
+  }
+  async function top(url: string, bytes: Buffer): Promise<torch.serving.Classification[]> {
+    const res = await fetch(`${url}/predict`, { method: 'POST', body: bytes });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { top: torch.serving.Classification[] }).top;
+  }
+
+  test('uses the model file\'s recorded eval transform and class names; a transform or labels given that disagree win, with a warning each', async () => {
+    const { meta, classes } = await recordedModels();
+    const img = file('recorded.png');
+    await writeImage(img, pattern(48, 40, 5), 'png');
+    const bytes = fs.readFileSync(img);
+    const predictor = await torch.serving.Predictor.load(meta, { maxBatch: 1 });
+    const recorded = torch.transforms.imagenet({ train: false, size: 32 });
+    const other = torch.transforms.imagenet({ train: false, size: 40 });
+    const labels = ['A', 'B', 'C', 'D', 'E'];
+    const warned: string[] = [];
+    const byRecord = torch.serving.createService(predictor, { topk: 3, warn: (m) => warned.push(m) });
+    const agreeing = torch.serving.createService(predictor, { topk: 3, transform: recorded, labels: classes, warn: (m) => warned.push(m) });
+    expect(warned).toEqual([]);
+    const overridden = torch.serving.createService(predictor, { topk: 3, transform: other, labels, warn: (m) => warned.push(m) });
+    expect(warned).toHaveLength(2);
+    expect(warned[0]).toMatch(/the transform given .*overrides the one the model file records/);
+    expect(warned[1]).toMatch(/the labels given \(5: A, B, C, D, E\) override the class names the model file records \(5: ant, bee, cat, dog, eel\)/);
+    const servers = [byRecord, agreeing, overridden];
+    try {
+      const [a, b, c] = await Promise.all(servers.map(listen));
+      const want = await expectedTop(bytes, recorded, classes, 3);
+      for (const url of [a, b]) {
+        const got = await top(url, bytes);
+        expect(got.map((t) => t.label)).toEqual(want.labels);
+        got.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
+      }
+      const wantOther = await expectedTop(bytes, other, labels, 3);
+      const got = await top(c, bytes);
+      expect(got.map((t) => t.label)).toEqual(wantOther.labels);
+      got.forEach((t, j) => expect(t.probability).toBeCloseTo(wantOther.probabilities[j], 5));
+      const status = (await (await fetch(`${a}/status`)).json()) as { predictor: torch.serving.PredictorStats; uptimeS: number };
+      expect(status.predictor).toMatchObject({ requests: 3, errors: 0 });
+      expect(status.uptimeS).toBeGreaterThanOrEqual(0);
+      const missing = await fetch(`${a}/nope`);
+      expect(missing.status).toBe(404);
+      expect(((await missing.json()) as { error: string }).error).toMatch(/POST \/predict/);
+    } finally {
+      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      await predictor.close();
+    }
+  });
+
+  test('without a record or options: ImageNet\'s eval transform at 224 and index labels; bad options are TypeErrors', async () => {
+    const predictor = await torch.serving.Predictor.load(file('cnn.pt'));
+    const server = torch.serving.createService(predictor, { topk: 2 });
+    try {
+      const url = await listen(server);
+      await writeImage(file('plain.png'), pattern(48, 40, 6), 'png');
+      const bytes = fs.readFileSync(file('plain.png'));
+      const want = await expectedTop(bytes, torch.transforms.imagenet({ train: false, size: 224 }), ['0', '1', '2', '3', '4'], 2);
+      expect((await top(url, bytes)).map((t) => t.label)).toEqual(want.labels);
+      expect(() => torch.serving.createService(predictor, { topk: 0 })).toThrow(/topk must be an integer/);
+      expect(() => torch.serving.createService(predictor, { labels: 'abc' as never })).toThrow(TypeError);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await predictor.close();
+    }
+  });
+});
+
 describe('examples/service.ts', () => {
   test('answers POST /predict with the top-k of the eval transform\'s input, refuses a broken upload and keeps serving, and reports GET /status', async () => {
     const { startService } = await import('../examples/service');

@@ -7,4 +7,6 @@
  */
 export { Predictor } from './predictor';
 export { imageInput } from './image';
+export { createService, HttpError, readBody } from './http';
+export type { ServiceOptions, RouteHandler } from './http';
 export type { PredictorOptions, PredictorInput, PredictorStats, Classification } from './predictor';

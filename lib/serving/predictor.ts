@@ -12,6 +12,7 @@ import { Tensor, type TensorData } from '../tensor';
 import { queuedOnExecutor, tensor as makeTensor } from '../creation';
 import { checkArchive } from '../jit/archive';
 import { checkContents } from '../jit/load';
+import { readMetadata, type ModelMetadata } from '../jit/metadata';
 import { ScriptModule } from '../jit/module';
 
 /** Options of `Predictor.load`. */
@@ -32,7 +33,7 @@ export interface PredictorOptions {
 
 /** One class of `classify`'s answer, most probable first. */
 export interface Classification {
-  /** `labels[index]`, or the index as a string when no labels were given. */
+  /** `labels[index]`: the given labels, else the model's recorded class names, else the index as a string. */
   label: string;
   index: number;
   /** The softmax probability of the class. */
@@ -106,7 +107,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
-async function readModelFile(source: string | Buffer, what: string): Promise<{ bytes: Buffer; code: [string, string][] }> {
+async function readModelFile(source: string | Buffer, what: string): Promise<{ bytes: Buffer; code: [string, string][]; metadata?: ModelMetadata }> {
   let bytes: Buffer;
   if (typeof source === 'string') {
     bytes = await fsp.readFile(source).catch((e: NodeJS.ErrnoException) => {
@@ -116,7 +117,8 @@ async function readModelFile(source: string | Buffer, what: string): Promise<{ b
     bytes = source;
   }
   const name = typeof source === 'string' ? source : 'buffer';
-  return { bytes, code: checkContents(bytes, checkArchive(bytes, name), name) };
+  const entries = checkArchive(bytes, name);
+  return { bytes, code: checkContents(bytes, entries, name), metadata: readMetadata(bytes, entries, name) };
 }
 
 /** An Error that names the predictor's operation and keeps the cause's code (errno codes too). */
@@ -160,6 +162,12 @@ export class Predictor {
     readonly dtype: DType,
     private readonly maxBatch: number,
     private readonly maxDelayMs: number,
+    /**
+     * The metadata recorded in the served model's file (`finetorch.json`: class names, eval
+     * transform, task...), as `torch.jit.load` gives it; the loaded ScriptModule's `metadata` when
+     * loaded from one; undefined when there is none. `update()` swaps weights, not this.
+     */
+    readonly metadata: ModelMetadata | undefined,
   ) {}
 
   /**
@@ -193,7 +201,8 @@ export class Predictor {
       rethrow(err, 'Predictor.load');
     }
     const dtype = params.find((p) => check.isFloating(p.dtype))?.dtype ?? 'float32';
-    return new Predictor(handle, params, device, dtype, maxBatch, maxDelayMs);
+    const metadata = file ? file.metadata : (source as ScriptModule).metadata;
+    return new Predictor(handle, params, device, dtype, maxBatch, maxDelayMs, metadata);
   }
 
   /**
@@ -212,7 +221,8 @@ export class Predictor {
 
   /**
    * The `topk` most probable classes of one example (softmax over the model's output), computed
-   * on the predictor's thread: `[{ label, index, probability }]`, most probable first.
+   * on the predictor's thread: `[{ label, index, probability }]`, most probable first. Labels are
+   * `labels` when given, else the class names the model file records (`metadata.classes`).
    *
    * @example
    * const [best] = await predictor.classify(image, { topk: 1, labels: ['cat', 'dog'] });
@@ -221,14 +231,15 @@ export class Predictor {
   async classify(input: PredictorInput, options: { topk?: number; labels?: readonly string[] } = {}): Promise<Classification[]> {
     if (options === null || typeof options !== 'object') throw new TypeError('classify: options must be an object');
     const topk = check.integer(options.topk ?? 5, 'classify: topk', 1);
-    const labels = options.labels;
-    if (labels !== undefined && (!Array.isArray(labels) || labels.some((l) => typeof l !== 'string'))) {
+    if (options.labels !== undefined && (!Array.isArray(options.labels) || options.labels.some((l) => typeof l !== 'string'))) {
       throw new TypeError('classify: labels must be an array of strings');
     }
+    const labels = options.labels ?? this.metadata?.classes;
+    const from = options.labels ? 'labels were given' : 'class names are recorded in the model file';
     const row = await this.submit(input, topk, 'classify');
     if (!('indices' in row)) throw new Error('classify: internal error: expected top-k');
     if (labels && row.indices.some((i) => i >= labels.length)) {
-      throw codedError('FINETORCH_INDEX', `classify: the model scored class ${Math.max(...row.indices)} but only ${labels.length} labels were given`);
+      throw codedError('FINETORCH_INDEX', `classify: the model scored class ${Math.max(...row.indices)} but only ${labels.length} ${from}`);
     }
     return row.indices.slice(0, topk).map((index, j) => ({
       label: labels ? labels[index] : String(index),
