@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `finetorch` command line: finetune, inspect, predict, evaluate, demo (commander parses).
+ * The `finetorch` command line: finetune, inspect, predict, evaluate, serve, demo (commander parses).
  */
 import { Command } from 'commander';
 import { UsageError } from './common';
@@ -63,6 +63,18 @@ program.command('evaluate <model>')
   .option('--batch-size <n>', 'batch size (default 32)')
   .option('--device <device>', 'cpu, cuda or cuda:N')
   .action(run((m, o) => commands().evaluateCommand(m, o)));
+
+program.command('serve <model>')
+  .description('an HTTP service: POST /predict with an image answers the top-k classes as JSON, GET /status the predictor\'s stats')
+  .option('--port <n>', 'port to listen on; 0 picks a free one, printed on stdout (default 8080)')
+  .option('--host <address>', 'address to listen on (default 127.0.0.1)')
+  .option('--labels <file>', 'class names as a JSON array (default: the ones the model file records, else classes.json beside it)')
+  .option('--topk <k>', 'how many classes each answer gives (default 5)')
+  .option('--size <pixels>', 'input size (default: the one the model file records, else 224)')
+  .option('--max-batch <n>', 'the most concurrent requests run as one batch (default 8; 1 turns batching off)')
+  .option('--max-delay-ms <ms>', 'how long a request waits for company before its batch runs (default 2)')
+  .option('--threads <n>', 'intra-op threads of the predictor (default 1)')
+  .action(run((m, o) => (require('./serve') as typeof import('./serve')).serve(m, o)));
 
 program.command('demo')
   .description('fine-tune the bundled pretrained model on 5 unseen Fashion-MNIST classes vs training from scratch')

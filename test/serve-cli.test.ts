@@ -1,0 +1,184 @@
+/**
+ * `finetorch serve` as a user runs it: `node dist/cli/main.js serve ...` in a child process on a
+ * free loopback port (--port 0, the chosen port read from stdout), real HTTP requests with a PNG
+ * made by sharp, then SIGTERM. Every wait is bounded: the server must say where it listens within
+ * a minute, and exit within one after SIGTERM.
+ */
+import { spawn, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+import * as torch from '../lib';
+import { CLI, ensureDist, runCli, show } from './helpers/dist';
+import { runPythonAsync } from './helpers/python';
+
+jest.setTimeout(240_000);
+
+const CLASSES = ['ant', 'bee', 'cat'];
+let dir: string;
+
+/** Conv2d(3,8,3)-BatchNorm-ReLU-AdaptiveAvgPool-Flatten-Linear(8,3), scripted; the head is `fc`. */
+const MAKE_MODEL = `
+import sys, torch, torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, 3)
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(self.relu(self.bn(self.conv(x))))))
+torch.manual_seed(0)
+torch.jit.script(Net()).save(sys.argv[1])
+`;
+
+interface Server {
+  child: ChildProcess;
+  url: string;
+  stdout: () => string;
+  stderr: () => string;
+}
+
+/** Starts `finetorch serve ...args --port 0` and resolves with its URL once it prints it. */
+function startServe(args: string[]): Promise<Server> {
+  const env = { ...process.env };
+  delete env.FINETORCH_DEBUG;
+  const child = spawn(process.execPath, [CLI, 'serve', ...args, '--port', '0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`serve did not print its URL within 60 s:\n${out}\n${err}`)); }, 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /on (http:\/\/127\.0\.0\.1:\d+) /.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1], stdout: () => out, stderr: () => err });
+      }
+    });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`serve exited (${code}) before listening:\n${out}\n${err}`)); });
+  });
+}
+
+/** SIGTERM, then the exit code (SIGKILL and null after a minute). */
+function stop(s: Server): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (s.child.exitCode !== null) return resolve(s.child.exitCode);
+    const timer = setTimeout(() => s.child.kill('SIGKILL'), 60_000);
+    s.child.once('exit', (code) => { clearTimeout(timer); resolve(code); });
+    s.child.kill('SIGTERM');
+  });
+}
+
+/** The top-k names, softmax-ordered, of model.forward on the PNG through `size`'s eval transform. */
+async function expectedTop(png: Buffer, size: number, names: string[], k: number): Promise<{ labels: string[]; probabilities: number[] }> {
+  const model = await torch.jit.load(path.join(dir, 'm.pt'));
+  model.eval();
+  const input = await torch.serving.imageInput(png, torch.transforms.imagenet({ train: false, size }));
+  const logits = (await (await model.forward(torch.tensor(input.data, { shape: [1, ...input.shape] }))).data()) as Float32Array;
+  model.dispose();
+  const e = Array.from(logits, (v) => Math.exp(v));
+  const sum = e.reduce((a, b) => a + b, 0);
+  const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+  return { labels: order.map(([, i]) => names[i]), probabilities: order.map(([p]) => p) };
+}
+
+async function predict(url: string, png: Buffer): Promise<{ label: string; index: number; probability: number }[]> {
+  const res = await fetch(`${url}/predict`, { method: 'POST', body: png, headers: { 'content-type': 'image/png' } });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { top: { label: string; index: number; probability: number }[] }).top;
+}
+
+let png: Buffer;
+
+beforeAll(async () => {
+  ensureDist();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-serve-'));
+  await runPythonAsync(MAKE_MODEL, dir, ['m.pt']);
+  const model = await torch.jit.load(path.join(dir, 'm.pt'));
+  await model.save(path.join(dir, 'meta.pt'), { metadata: torch.train.describe({ classes: CLASSES, transform: torch.transforms.imagenet({ train: false, size: 32 }) }) });
+  model.dispose();
+  fs.writeFileSync(path.join(dir, 'names.json'), JSON.stringify(['x', 'y', 'z']));
+  fs.writeFileSync(path.join(dir, 'two.json'), JSON.stringify(['x', 'y']));
+  const px = Buffer.alloc(48 * 40 * 3);
+  for (let i = 0; i < px.length; i++) px[i] = (i * 37 + (i % 3) * 80) % 256;
+  png = await sharp(px, { raw: { width: 48, height: 40, channels: 3 } }).png().toBuffer();
+}, 300_000);
+
+afterAll(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+
+test('serve answers POST /predict with the top-k named by the model file\'s classes through its recorded transform, GET /status with the stats, and exits 0 on SIGTERM', async () => {
+  const s = await startServe(['meta.pt', '--topk', '2', '--max-batch', '4', '--max-delay-ms', '1', '--threads', '1']);
+  let code: number | null;
+  try {
+    const want = await expectedTop(png, 32, CLASSES, 2);
+    const top = await predict(s.url, png);
+    expect(top.map((t) => t.label)).toEqual(want.labels);
+    top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
+    const broken = await fetch(`${s.url}/predict`, { method: 'POST', body: Buffer.from('not an image') });
+    expect(broken.status).toBe(400);
+    const status = (await (await fetch(`${s.url}/status`)).json()) as { predictor: torch.serving.PredictorStats; uptimeS: number };
+    expect(status.predictor).toMatchObject({ requests: 1, errors: 0, batches: 1 });
+    expect(status.uptimeS).toBeGreaterThan(0);
+  } finally {
+    code = await stop(s);
+  }
+  expect(code).toBe(0);
+  expect(s.stderr()).toBe('');
+});
+
+test('--labels and --size override the record with a warning line each, and the answers follow them', async () => {
+  const s = await startServe(['meta.pt', '--labels', 'names.json', '--size', '40', '--topk', '3']);
+  try {
+    const want = await expectedTop(png, 40, ['x', 'y', 'z'], 3);
+    const top = await predict(s.url, png);
+    expect(top.map((t) => t.label)).toEqual(want.labels);
+    top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
+    const warnings = s.stderr().trimEnd().split('\n');
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(/^finetorch: warning: the transform given .* overrides the one the model file records/);
+    expect(warnings[1]).toMatch(/^finetorch: warning: the labels given \(3: x, y, z\) override the class names the model file records \(3: ant, bee, cat\)/);
+  } finally {
+    await stop(s);
+  }
+});
+
+test('bad options are one-line errors before the model loads; a port in use is one too', async () => {
+  const s = await startServe(['m.pt']);
+  try {
+    const port = new URL(s.url).port;
+    const runs = await Promise.all([
+      runCli(['serve', 'meta.pt', '--port', '70000'], dir),
+      runCli(['serve', 'meta.pt', '--max-batch', '0'], dir),
+      runCli(['serve', 'meta.pt', '--max-delay-ms', 'soon'], dir),
+      runCli(['serve', 'meta.pt', '--labels', 'nowhere.json'], dir),
+      runCli(['serve', 'nowhere.pt'], dir),
+      runCli(['serve', 'meta.pt', '--labels', 'two.json'], dir),
+      runCli(['serve', 'meta.pt', '--port', port], dir),
+    ]);
+    const want = [
+      /--port must be at most 65535: got '70000'/,
+      /--max-batch must be at least 1: got '0'/,
+      /--max-delay-ms must be a number: got 'soon'/,
+      /--labels 'nowhere\.json' does not exist/,
+      /model 'nowhere\.pt' does not exist/,
+      /--labels 'two\.json' names 2 classes but the model predicts 3/,
+      new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`),
+    ];
+    runs.forEach((r, i) => {
+      if (r.code !== 1) throw new Error(`expected exit code 1:\n${show(r)}`);
+      expect(r.stdout).toBe('');
+      const lines = r.stderr.trimEnd().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^finetorch: \S/);
+      expect(lines[0]).toMatch(want[i]);
+    });
+  } finally {
+    await stop(s);
+  }
+});
