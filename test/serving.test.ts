@@ -387,6 +387,21 @@ describe('serving.createService', () => {
     }
   });
 
+  test('a disagreement is a process warning with code FINETORCH_METADATA_OVERRIDE unless warn is given', async () => {
+    const { meta } = await recordedModels();
+    const predictor = await torch.serving.Predictor.load(meta);
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      torch.serving.createService(predictor, { labels: ['A', 'B', 'C', 'D', 'E'] });
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0][0]).toMatch(/the labels given \(5: A, B, C, D, E\) override/);
+      expect(warn.mock.calls[0][1]).toEqual({ code: 'FINETORCH_METADATA_OVERRIDE' });
+    } finally {
+      warn.mockRestore();
+      await predictor.close();
+    }
+  });
+
   test('without a record or options: ImageNet\'s eval transform at 224 and index labels; bad options are TypeErrors', async () => {
     const predictor = await torch.serving.Predictor.load(file('cnn.pt'));
     const server = torch.serving.createService(predictor, { topk: 2 });
@@ -455,6 +470,26 @@ describe('examples/service.ts', () => {
       await fitting;
       const status = (await (await fetch(`${service.url}/status`)).json()) as { predictor: torch.serving.PredictorStats };
       expect(status.predictor).toMatchObject({ requests: 6, errors: 0 });
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe('examples/service.ts with a model file that records its classes and transform', () => {
+  test('answers with the recorded class names through the recorded eval transform, without being told', async () => {
+    const { startService } = await import('../examples/service');
+    const { meta, classes } = await recordedModels();
+    await writeImage(file('example.png'), pattern(48, 40, 7), 'png');
+    const bytes = fs.readFileSync(file('example.png'));
+    const service = await startService({ model: meta, topk: 3 });
+    try {
+      const res = await fetch(`${service.url}/predict`, { method: 'POST', body: bytes });
+      expect(res.status).toBe(200);
+      const { top } = (await res.json()) as { top: torch.serving.Classification[] };
+      const want = await expectedTop(bytes, torch.transforms.imagenet({ train: false, size: 32 }), classes, 3);
+      expect(top.map((t) => t.label)).toEqual(want.labels);
+      top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
     } finally {
       await service.close();
     }
