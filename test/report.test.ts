@@ -258,6 +258,18 @@ describe('report.html', () => {
     const bare = fs.readFileSync(file, 'utf8');
     expect([...bare.matchAll(/<div class="chart" id="chart-(\w+)">/g)].map((m) => m[1])).toEqual(['curves', 'lr']);
     expect(bare).not.toContain('Misclassified');
+    expect(bare).not.toContain('Runs compared');
     expect(bare).toContain('<tr><th>epochs</th><td>3</td></tr>');
+  });
+
+  test("a comparison shows as the 'Runs compared' table under the summary, one row per run, values escaped", async () => {
+    const file = await writeReport(path.join(dir, 'compared'), {
+      title: 'compared', runs: [{ name: 'a', epochs: epochs() }, { name: 'b', epochs: epochs() }], classes: [], settings: {},
+      comparison: { columns: ['run', 'trainable'], rows: [['a', 1200], ['<b>', '9 (10%)']] },
+    });
+    const page = fs.readFileSync(file, 'utf8');
+    expect(page).toContain('<h2>Runs compared</h2><table id="runs"><tr><th>run</th><th>trainable</th></tr>' +
+      '<tr><td>a</td><td>1200</td></tr><tr><td>&#60;b&#62;</td><td>9 (10%)</td></tr></table>');
+    expect(page.indexOf('Runs compared')).toBeLessThan(page.indexOf('<h2>Training</h2>'));
   });
 });

@@ -6,7 +6,7 @@ import { writeAtomic } from '../fsutil';
 import type { EvaluateResult } from '../train/evaluate';
 import type { EpochRecord } from '../train/fit';
 
-/** One training run to chart (the demo compares two). */
+/** One training run to chart (the demo compares three). */
 export interface RunHistory {
   name: string;
   epochs: EpochRecord[];

@@ -2,7 +2,8 @@
  * `report.html`: a self-contained page (opens offline) with the loss/accuracy curves, the
  * learning-rate schedule, the confusion matrix, per-class accuracy, misclassified examples and
  * the run's settings. Charts are Vega-Lite specs rendered in the page by vega-embed, whose
- * scripts are inlined; `curves.png` is the same curves rendered in Node.
+ * scripts are inlined; `curves.png` is the same curves rendered in Node. A table can compare the
+ * runs side by side (the demo's accuracy, trainable parameters and optimizer state of each).
  */
 import * as fs from 'fs';
 import { promises as fsp } from 'fs';
@@ -33,6 +34,8 @@ export interface ReportInput {
   settings: Record<string, unknown>;
   /** Extra numbers shown at the top (e.g. pretrained vs scratch accuracy). */
   summary?: Record<string, string | number>;
+  /** A table comparing the runs, one row each, shown under the summary as 'Runs compared'. */
+  comparison?: { columns: string[]; rows: (string | number)[][] };
 }
 
 function vendor(pkg: string, file: string): Promise<string> {
@@ -70,6 +73,8 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<s
   const summary = Object.entries(input.summary ?? {}).map(([k, v]) => `<div class="stat"><b>${esc(v)}</b><span>${esc(k)}</span></div>`).join('');
   const mis = (input.misclassified ?? []).map((m) =>
     `<figure><img alt="${esc(m.source ?? m.trueLabel)}" src="data:image/png;base64,${m.png.toString('base64')}"><figcaption>true <b>${esc(m.trueLabel)}</b><br>predicted <b>${esc(m.predicted)}</b> (${(m.probability * 100).toFixed(0)}%)</figcaption></figure>`).join('');
+  const comparison = input.comparison && `<table id="runs"><tr>${input.comparison.columns.map((c) => `<th>${esc(c)}</th>`).join('')}</tr>` +
+    input.comparison.rows.map((row) => `<tr>${row.map((v) => `<td>${esc(v)}</td>`).join('')}</tr>`).join('') + '</table>';
   const settings = Object.entries(input.settings).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`).join('');
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(input.title)}</title>
@@ -87,6 +92,7 @@ table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:4px 8px;text-
 </head><body>
 <h1>${esc(input.title)}</h1>
 <div class="stats">${summary}</div>
+${comparison ? `<h2>Runs compared</h2>${comparison}` : ''}
 <h2>Training</h2>
 <div class="charts">${charts.map(([id]) => `<div class="chart" id="chart-${id}"></div>`).join('')}</div>
 ${mis ? `<h2>Misclassified examples</h2><div class="grid">${mis}</div>` : ''}
