@@ -124,8 +124,8 @@ describe('finetorch demo', () => {
       expect(run.optimizerStateDictBytes).toBeGreaterThan(run.optimizerStateBytes);
       expect(run.optimizerStateDictBytes).toBeLessThan(run.optimizerStateBytes * 1.5 + 64 * 1024);
     }
-    // LoRA's backward stops at the last stage: it costs no more than a full run (with slack for a busy machine)
-    expect(lora.seconds).toBeLessThan(Math.max(pre.seconds, scratch.seconds) * 1.5);
+    // (run times are recorded, not asserted: speed is measured in bench/, never in a timed test)
+    for (const run of [pre, scratch, lora]) expect(run.seconds).toBeGreaterThan(0);
   });
 
   test('writes report.html comparing the three runs (charts and table), curves.png, model.pt and classes.json', async () => {
