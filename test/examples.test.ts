@@ -4,8 +4,10 @@ import * as path from 'path';
 import { execFileSync } from 'child_process';
 import * as torch from '../lib';
 import { main } from '../examples/workflow';
+import { ensureDist } from './helpers/dist';
+import { pythonPath } from './helpers/python';
 
-const python = process.env.FINETORCH_PYTHON ?? '/usr/bin/python3';
+const python = pythonPath();
 
 describe('examples/workflow.ts (the README program)', () => {
   test('runs the seven steps and saves a model Python loads with a 10-class head', async () => {
@@ -21,3 +23,11 @@ describe('examples/workflow.ts (the README program)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 300_000);
 });
+
+test('`npm run example` compiles the examples as a user of the package would: against the built dist/ types', () => {
+  ensureDist();
+  const root = path.join(__dirname, '..');
+  const tsc = path.join(root, 'node_modules', '.bin', 'tsc');
+  // an error here is what `npm run example` would print; --noEmit leaves dist-examples/ alone
+  execFileSync(tsc, ['-p', 'tsconfig.examples.json', '--noEmit'], { cwd: root, stdio: 'pipe' });
+}, 120_000);
