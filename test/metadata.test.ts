@@ -128,6 +128,23 @@ describe('model metadata in the TorchScript archive', () => {
     model.dispose();
   });
 
+  test('metadata survives a LoRA adapter: the merged save, save({ merge: false }) and merge() then save all keep it', async () => {
+    const model = await torch.jit.load(file('python.pt'));
+    await torch.peft.lora(model, { targets: ['1'], rank: 2, alpha: 4 });
+    await model.save(file('lora-merged.pt'));
+    await model.save(file('lora-base.pt'), { merge: false });
+    await torch.peft.merge(model);
+    await model.save(file('lora-merged-in-place.pt'));
+    for (const f of ['lora-merged.pt', 'lora-base.pt', 'lora-merged-in-place.pt']) {
+      const back = await torch.jit.load(file(f));
+      expect(back.metadata).toEqual(model.metadata);
+      expect(back.metadata?.note).toBe('from python');
+      expect(back.namedParameters().some(([n]) => n.includes('lora'))).toBe(false);
+      back.dispose();
+    }
+    model.dispose();
+  });
+
   test('metadata must be a plain JSON object with well-typed known fields: save and the setter say which field', async () => {
     const model = await torch.jit.load(file('plain.pt'));
     await expect(model.save(file('x.pt'), { metadata: [1] as never })).rejects.toThrow(/save: metadata must be a plain object/);
