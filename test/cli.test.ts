@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 import { cuda } from '../lib';
-import { CliResult, ensureDist, runCli, show } from './helpers/dist';
+import { CliResult, ensureDist, expectOk, runCli, show, smallModelScript } from './helpers/dist';
 import { runPythonAsync } from './helpers/python';
 
 /** Class folder -> base colour. Names sort by code point ('Green' < 'blue' < 'red'), as in Python. */
@@ -42,25 +42,7 @@ async function imageTree(root: string, classes: string[]): Promise<string[]> {
   return files.sort();
 }
 
-/** Conv2d(3,8,3)-BatchNorm-ReLU-AdaptiveAvgPool-Flatten-Linear(8,10), scripted; the head is `fc`. */
-const MAKE_MODEL = `
-import sys, torch, torch.nn as nn
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(8, 10)
-    def forward(self, x):
-        return self.fc(self.flatten(self.pool(self.relu(self.bn(self.conv(x))))))
-torch.manual_seed(0)
-torch.jit.script(Net()).save(sys.argv[1])
-# a file torch.save wrote (a pickled state dict): a .pt file that is not TorchScript
-torch.save(Net().state_dict(), sys.argv[2])
-`;
+const MAKE_MODEL = smallModelScript(10, true);
 
 /**
  * An error a person can act on: exit code 1, nothing on stdout, every stderr line is finetorch's
@@ -75,11 +57,6 @@ function expectActionableError(r: CliResult, patterns: RegExp[], lines = 1): voi
   for (const l of err) expect(l).toMatch(/^finetorch: \S/);
   expect(r.stderr).not.toMatch(/^\s+at /m);
   for (const p of patterns) expect(err[err.length - 1]).toMatch(p);
-}
-
-/** Exit code 0, or fail showing what the command printed. */
-function expectOk(r: CliResult): void {
-  if (r.code !== 0) throw new Error(`expected exit code 0:\n${show(r)}`);
 }
 
 describe('finetorch CLI on a generated image folder', () => {

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
-import { CliResult, ensureDist, runCli, show } from './helpers/dist';
+import { ensureDist, expectOk, runCli, smallModelScript } from './helpers/dist';
 import { runPythonAsync } from './helpers/python';
 
 const COLOURS: Record<string, [number, number, number]> = { red: [210, 30, 30], green: [30, 190, 40], blue: [25, 40, 215] };
@@ -22,24 +22,7 @@ async function imageTree(root: string): Promise<void> {
   }));
 }
 
-const MAKE_MODEL = `
-import sys, torch, torch.nn as nn
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.bn = nn.BatchNorm2d(8)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 10)
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
-torch.manual_seed(0)
-torch.jit.script(Net()).save(sys.argv[1])
-`;
-
-function expectOk(r: CliResult): void {
-  if (r.code !== 0) throw new Error(`expected exit code 0:\n${show(r)}`);
-}
+const MAKE_MODEL = smallModelScript(10);
 
 describe('finetorch finetune --lora', () => {
   let dir: string;

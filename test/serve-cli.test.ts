@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 import * as torch from '../lib';
-import { CLI, ensureDist, runCli, show } from './helpers/dist';
+import { CLI, ensureDist, runCli, show, smallModelScript } from './helpers/dist';
 import { runPythonAsync } from './helpers/python';
 
 jest.setTimeout(240_000);
@@ -18,23 +18,7 @@ jest.setTimeout(240_000);
 const CLASSES = ['ant', 'bee', 'cat'];
 let dir: string;
 
-/** Conv2d(3,8,3)-BatchNorm-ReLU-AdaptiveAvgPool-Flatten-Linear(8,3), scripted; the head is `fc`. */
-const MAKE_MODEL = `
-import sys, torch, torch.nn as nn
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(8, 3)
-    def forward(self, x):
-        return self.fc(self.flatten(self.pool(self.relu(self.bn(self.conv(x))))))
-torch.manual_seed(0)
-torch.jit.script(Net()).save(sys.argv[1])
-`;
+const MAKE_MODEL = smallModelScript(3);
 
 interface Server {
   child: ChildProcess;

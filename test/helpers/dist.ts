@@ -66,3 +66,33 @@ export function runCli(args: string[], cwd: string, timeoutMs = 240_000): Promis
 export function show(r: CliResult): string {
   return `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 }
+
+/** Exit code 0, or fail showing what the command printed. */
+export function expectOk(r: CliResult): void {
+  if (r.code !== 0) throw new Error(`expected exit code 0:\n${show(r)}`);
+}
+
+/**
+ * Python that scripts the CLI tests' small model, Conv2d(3,8,3)-BatchNorm-ReLU-AdaptiveAvgPool-
+ * Flatten-Linear(8,classes) with its head `fc`, into argv[1]; with `stateDict`, also a file
+ * torch.save wrote (a pickled state dict: a .pt file that is not TorchScript) into argv[2].
+ */
+export function smallModelScript(classes: number, stateDict = false): string {
+  return `
+import sys, torch, torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, ${classes})
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(self.relu(self.bn(self.conv(x))))))
+torch.manual_seed(0)
+torch.jit.script(Net()).save(sys.argv[1])
+${stateDict ? 'torch.save(Net().state_dict(), sys.argv[2])' : ''}
+`;
+}
