@@ -44,15 +44,7 @@ function parseArgs(argv) {
 
 const python = runPythonFile;
 
-const EXPORT = String.raw`
-import sys, torch, torchvision
-torch.manual_seed(0)
-m = torchvision.models.resnet18(weights=None)
-m.fc = torch.nn.Linear(512, 10)
-torch.save(m.state_dict(), sys.argv[2])
-torch.jit.script(m).save(sys.argv[1])
-print(torch.__version__)
-`;
+const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
 
 const PYTORCH_LORA = String.raw`
 import json, math, resource, sys, time, io

@@ -46,14 +46,7 @@ const { runPythonFile } = require('../scripts/python');
 
 const python = runPythonFile;
 
-const EXPORT = String.raw`
-import sys, torch, torchvision
-torch.manual_seed(0)
-m = torchvision.models.resnet18(weights=None)
-m.fc = torch.nn.Linear(512, 10)
-torch.jit.script(m).save(sys.argv[1])
-print(torch.__version__)
-`;
+const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
 
 const PYTORCH_SERVE = String.raw`
 import json, sys, time, torch

@@ -73,14 +73,7 @@ function sameMalloc() {
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
 const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
-const EXPORT = String.raw`
-import sys, torch, torchvision
-torch.manual_seed(0)
-m = torchvision.models.resnet18(weights=None)
-m.fc = torch.nn.Linear(512, 10)
-torch.jit.script(m).save(sys.argv[1])
-print(torch.__version__)
-`;
+const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
 
 const PYTORCH_RUN = String.raw`
 import json, sys, time, torch
