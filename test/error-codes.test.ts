@@ -44,7 +44,8 @@ test('an allocation that cannot be made: FINETORCH_OUT_OF_MEMORY from the op tha
   const err = await codeOf(a.matmul(b)); // 4 TB of float32
   expect(err.code).toBe('FINETORCH_OUT_OF_MEMORY');
   expect(err.message).toMatch(/^matmul: /);
-  expect(torch.memory().bytes).toBe(before); // the failed result is not counted
+  // the failed result is not counted (GC finalizers of earlier tests' tensors may only lower the count)
+  expect(torch.memory().bytes).toBeLessThanOrEqual(before);
   expect(await (await a.sum()).item()).toBe(1_000_000);
   [a, b].forEach((t) => t.dispose());
 });
