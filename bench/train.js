@@ -3,10 +3,11 @@
  * Training throughput: finetorch's train.fit against PyTorch on the same machine, the same
  * libtorch (Python's torch), the same thread count and the same TorchScript file.
  *
- *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--same-malloc]
+ *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
- * temporary folder; both sides load that file. Inputs: random [batch, 3, size, size] float32,
+ * temporary folder; both sides load that file. --threads: the intra-op thread counts to run, each on
+ * both sides (default: the machine's cores, then 1). Inputs: random [batch, 3, size, size] float32,
  * int64 labels. Optimizer: AdamW(lr 1e-4) over the trainable parameters; CrossEntropyLoss.
  *   full: every parameter trains (BatchNorm in train mode).
  *   head: backbone frozen, only fc trains; frozen BatchNorm layers stay in eval mode on both
@@ -26,54 +27,18 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const torch = require('../dist');
-
-function parseArgs(argv) {
-  const opts = { steps: 20, warmup: 5, batch: 16, size: 224, modes: ['full', 'head'] };
-  for (let i = 0; i < argv.length; i++) {
-    const [key, inline] = argv[i].split('=');
-    const value = () => (inline !== undefined ? inline : argv[++i]);
-    switch (key) {
-      case '--steps': opts.steps = positive(value(), key); break;
-      case '--warmup': opts.warmup = positive(value(), key, 0); break;
-      case '--batch': opts.batch = positive(value(), key); break;
-      case '--size': opts.size = positive(value(), key, 32); break;
-      case '--modes': opts.modes = value().split(',').filter(Boolean); break;
-      case '--same-malloc': opts.sameMalloc = true; break;
-      case '-h': case '--help':
-        console.log('usage: node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--same-malloc]');
-        process.exit(0);
-        break;
-      default: throw new Error(`unknown option ${argv[i]} (see --help)`);
-    }
-  }
-  for (const m of opts.modes) if (m !== 'full' && m !== 'head') throw new Error(`--modes: unknown mode '${m}' (full, head)`);
-  return opts;
-}
-
-function positive(v, what, min = 1) {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${what} must be an integer >= ${min}, got ${v}`);
-  return n;
-}
+const { benchOptions } = require('./args');
+const { loadAverage, pythonEnv: pythonEnvFor } = require('./machine');
 
 const { runPythonFile } = require('../scripts/python');
 
-/**
- * The environment of the PyTorch side. finetorch raises glibc malloc's mmap/trim thresholds when
- * it loads (torch.backends.malloc.tuning); --same-malloc gives the Python process the same
- * settings through glibc's environment variables, to see how much of a difference is that alone.
- */
 let pythonEnv = process.env;
-function sameMalloc() {
-  const t = torch.backends.malloc.tuning;
-  if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');
-  pythonEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) };
-}
 
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
 const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
 const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
+const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc]';
 
 const PYTORCH_RUN = String.raw`
 import json, sys, time, torch
@@ -160,9 +125,18 @@ async function finetorchRun(file, mode, o) {
 }
 
 (async () => {
-  const o = parseArgs(process.argv.slice(2));
-  if (o.sameMalloc) sameMalloc();
-  const threads = torch.getNumThreads();
+  const o = benchOptions(process.argv.slice(2), {
+    steps: { type: 'int', default: 20 },
+    warmup: { type: 'int', default: 5, min: 0 },
+    batch: { type: 'int', default: 16 },
+    size: { type: 'int', default: 224, min: 32 },
+    modes: { type: 'list', default: ['full', 'head'] },
+    threads: { type: 'ints', default: [...new Set([os.availableParallelism(), 1])] },
+    'same-malloc': { type: 'flag' },
+  }, USAGE);
+  for (const m of o.modes) if (m !== 'full' && m !== 'head') throw new Error(`--modes: unknown mode '${m}' (full, head)`);
+  pythonEnv = pythonEnvFor(torch, o.sameMalloc);
+  const defaultThreads = torch.getNumThreads();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-train-'));
   try {
     const file = path.join(dir, 'resnet18.pt');
@@ -180,19 +154,21 @@ async function finetorchRun(file, mode, o) {
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
     const idle = await idleLag(2000);
     console.log(`# train throughput: resnet18, batch ${o.batch}, 3x${o.size}x${o.size}, AdamW, ${o.warmup} warm-up + ${o.steps} timed steps`);
-    console.log(`# ${cpu}, ${os.cpus().length} logical CPUs, ${threads} intra-op thread(s) on both sides; ` +
+    console.log(`# ${cpu}, ${os.cpus().length} logical CPUs; intra-op threads ${o.threads.join(' then ')}, the same on both sides (libtorch's own default here: ${defaultThreads}); ` +
       `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}`);
     const t = torch.backends.malloc.tuning;
     console.log(`# malloc: finetorch ${t ? `mmap/trim thresholds ${t.mmapThreshold}/${t.trimThreshold}, top pad ${t.topPad}` : 'untuned'}, ` +
       `PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}`);
-    console.log(`# load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
+    console.log(`# load average ${loadAverage()}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
 
     const rows = [];
-    for (const mode of o.modes) {
+    for (const [threads, mode] of o.threads.flatMap((n) => o.modes.map((m) => [n, m]))) {
       const label = mode === 'full' ? 'full fine-tune' : 'head only (frozen backbone)';
-      process.stderr.write(`bench/train: ${label}: finetorch...\n`);
+      const loadBefore = loadAverage();
+      await torch.setNumThreads(threads);
+      process.stderr.write(`bench/train: ${label}, ${threads} thread(s): finetorch...\n`);
       const ours = await finetorchRun(file, mode, o);
-      process.stderr.write(`bench/train: ${label}: PyTorch...\n`);
+      process.stderr.write(`bench/train: ${label}, ${threads} thread(s): PyTorch...\n`);
       let theirs = null;
       let why = null;
       try {
@@ -201,17 +177,17 @@ async function finetorchRun(file, mode, o) {
       } catch (e) {
         why = e.message;
       }
-      rows.push({ label, ours, theirs, why });
+      rows.push({ label, threads, ours, theirs, why, load: `${loadBefore} / ${loadAverage()}` });
     }
 
     const f = (x, d = 2) => (x == null ? 'n/a' : x.toFixed(d));
-    console.log('| mode | trainable params | finetorch fit samples/s | PyTorch samples/s | finetorch / PyTorch | worst event-loop lag (ms) |');
-    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    console.log('| mode | threads | trainable params | finetorch fit samples/s | PyTorch samples/s | finetorch / PyTorch | worst event-loop lag (ms) | load average before / after |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
     for (const r of rows) {
-      console.log(`| ${r.label} | ${r.ours.trainable.toLocaleString('en-US')} | ${f(r.ours.sps)} | ${f(r.theirs?.sps)} | ` +
-        `${r.theirs ? f(r.ours.sps / r.theirs.sps, 3) : 'n/a'} | ${f(r.ours.lagMs, 1)} |`);
+      console.log(`| ${r.label} | ${r.threads} | ${r.ours.trainable.toLocaleString('en-US')} | ${f(r.ours.sps)} | ${f(r.theirs?.sps)} | ` +
+        `${r.theirs ? f(r.ours.sps / r.theirs.sps, 3) : 'n/a'} | ${f(r.ours.lagMs, 1)} | ${r.load} |`);
     }
-    for (const r of rows) if (r.why) console.log(`\nnote (${r.label}): ${r.why}`);
+    for (const r of rows) if (r.why) console.log(`\nnote (${r.label}, ${r.threads} threads): ${r.why}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

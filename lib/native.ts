@@ -147,6 +147,8 @@ export interface Binding {
   jitCpuFusion(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
   collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;
+  /** Rows `indices` of an in-memory dataset as [input, int64 target] (8-bit rows through `luts` into float32). */
+  gatherRows(inputs: ArrayBufferView, srcDtype: DType, shape: number[], indices: Uint32Array, luts: Float32Array | null, targets: BigInt64Array, pinMemory: boolean): [NativeTensor, NativeTensor];
   memory(): { tensors: number; bytes: number };
   cudnnBenchmark(flag?: boolean): boolean;
   cudaSynchronize(): Promise<void>;

@@ -59,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
   exports.Set("collateImages", Napi::Function::New(env, CollateImages));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("loraAttach", Napi::Function::New(env, LoraAttach));
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));

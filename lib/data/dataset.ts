@@ -71,11 +71,33 @@ export class SkippedSampleError extends Error {
   }
 }
 
-/** Anything the DataLoader can read: `length` and `get`, optionally the batch fast path `prepare`. */
+/**
+ * @internal Samples that are rows of two arrays already in memory, read without per-sample work
+ * (no transform that draws randomness or resamples): the DataLoader gathers a batch of them by index
+ * in one native call. Sample `i` is row `map[i]` (or `i` without a map) of `inputs`, through `luts`
+ * when given (8-bit rows, one 256-entry table per channel, as ToTensor and Normalize make).
+ */
+export interface RowSource {
+  inputs: HostData;
+  /** One row's shape. */
+  shape: number[];
+  luts: Float32Array | null;
+  targets: BigInt64Array;
+  map?: Uint32Array;
+}
+
+/** Anything the DataLoader can read: `length` and `get`, optionally the batch fast paths `prepare` and `rows`. */
 export interface DatasetLike<T = Sample> {
   readonly length: number;
   get(index: number, context?: ItemContext): Promise<T>;
   prepare?(index: number, context: ItemContext): Promise<PreparedSample>;
+  /** @internal The arrays behind the samples, or null when a sample is more than a row of them. */
+  rows?(): Promise<RowSource | null>;
+}
+
+/** @internal Class targets as int64, as the DataLoader batches them (each through `Number`, as `get` gives it). */
+export function int64Targets(targets: ArrayLike<number | bigint>): BigInt64Array {
+  return BigInt64Array.from({ length: targets.length }, (_, i) => BigInt(Number(targets[i])));
 }
 
 /** @internal Checks that `index` is an integer in [0, length). */
@@ -203,6 +225,20 @@ export class Subset<T = Sample> extends Dataset<T> {
     const i = this.indices[checkIndex(index, this.length, 'Subset.prepare')];
     return this.dataset.prepare ? this.dataset.prepare(i, context) : super.prepare(index, context);
   }
+
+  /** @internal The parent's rows, with this subset's indices mapped through the parent's map. */
+  rows(): Promise<RowSource | null> {
+    this.rowSource ??= (async () => {
+      if (this.get !== Subset.prototype.get || this.prepare !== Subset.prototype.prepare) return null;
+      const parent = await this.dataset.rows?.();
+      if (!parent) return null;
+      const map = Uint32Array.from(this.indices, (i) => (parent.map ? parent.map[i] : i));
+      return { ...parent, map };
+    })();
+    return this.rowSource;
+  }
+
+  private rowSource: Promise<RowSource | null> | undefined;
 }
 
 /**

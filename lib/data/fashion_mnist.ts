@@ -6,10 +6,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
 import * as zlib from 'zlib';
-import { compile, Transform, type Compiled } from '../transforms/transform';
+import { compile, tables, Transform, type Compiled } from '../transforms/transform';
 import { toTensor } from '../transforms/tensor';
 import { runTransform } from '../transforms/pipeline';
-import { checkIndex, Dataset, type ItemContext, type PreparedSample, type Sample } from './dataset';
+import { checkIndex, Dataset, int64Targets, type ItemContext, type PreparedSample, type RowSource, type Sample } from './dataset';
 import { Rng } from './random';
 
 const gunzip = promisify(zlib.gunzip);
@@ -144,6 +144,29 @@ export class FashionMNIST extends Dataset<Sample> {
     const decoded = await runTransform({ raw: { data: pixels, width, height, channels: 1 } }, this.compiled, context.rng);
     return { shape: decoded.shape, type: Float32Array, target: this.targets[index], planes: decoded.planes, write: (out, offset) => decoded.write(out as Float32Array, offset) };
   }
+
+  /**
+   * @internal The pixels and labels, for the DataLoader's one-call gather of a batch: when the
+   * transform only converts and normalises (no crop, flip or other per-sample step), a sample is
+   * its 8-bit row through the transform's table. Null otherwise, or when a subclass overrides
+   * `get` or `prepare`.
+   */
+  rows(): Promise<RowSource | null> {
+    this.rowSource ??= (async () => {
+      if (this.compiled.image.length > 0 || this.get !== FashionMNIST.prototype.get || this.prepare !== FashionMNIST.prototype.prepare) return null;
+      let luts: Float32Array;
+      try {
+        [luts] = tables(this.compiled, 1);
+      } catch {
+        return null; // a 3-channel Normalize: the per-sample path reports it, naming the sample
+      }
+      const { dims: [, height, width], data } = await this.ensure();
+      return { inputs: data, shape: [1, height, width], luts, targets: int64Targets(this.targets) };
+    })();
+    return this.rowSource;
+  }
+
+  private rowSource: Promise<RowSource | null> | undefined;
 
   /** Sample `index`: `{ input: { data: Float32Array, shape: [1, 28, 28] }, target }`. */
   async get(index: number, context?: ItemContext): Promise<Sample> {

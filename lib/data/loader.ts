@@ -5,13 +5,13 @@
  */
 import * as check from '../check';
 import { tensor } from '../creation';
-import { native } from '../native';
+import { native, type DType } from '../native';
 import { Tensor } from '../tensor';
 import type { Batch, ModelInput } from '../train/batch';
 import { checkPadValue, collate as collateStructured, type StructuredSample } from './collate';
 import {
   checkDataset, numel, prepareSample, SkippedSampleError,
-  type DatasetLike, type HostData, type HostDataConstructor, type ItemContext, type PreparedSample, type Sample,
+  type DatasetLike, type HostData, type HostDataConstructor, type ItemContext, type PreparedSample, type RowSource, type Sample,
 } from './dataset';
 import { randomSeed, Rng } from './random';
 
@@ -97,6 +97,23 @@ async function assembleImages(samples: PreparedSample[], indices: number[], pinM
   if (shape.length !== 3) throw new Error(`DataLoader: image samples must be [C, H, W], got [${shape}]`);
   const input = new Tensor(await native.collateImages(samples.map((s) => s.planes!), shape, pinMemory));
   return { input, target: targets(samples, pinMemory) };
+}
+
+const DTYPES: Record<string, DType> = {
+  Float32Array: 'float32', Float64Array: 'float64', Int32Array: 'int32', Int16Array: 'int16', Int8Array: 'int8', Uint8Array: 'uint8', BigInt64Array: 'int64',
+};
+
+/**
+ * @internal A batch of an in-memory dataset in one native call: rows `indices` of its arrays, by
+ * index, into the batch tensors (what stacking the samples one by one gives, without making them).
+ */
+function gather(rows: RowSource, indices: number[], pinMemory: boolean): Batch {
+  // By name, not identity: arrays made by the native addon may come from another realm (jest's vm).
+  const dtype = DTYPES[(rows.inputs as unknown as { [Symbol.toStringTag]: string })[Symbol.toStringTag]];
+  const map = rows.map;
+  const at = Uint32Array.from(indices, (i) => (map ? map[i] : i));
+  const [input, target] = native.gatherRows(rows.inputs, dtype, rows.shape, at, rows.luts, rows.targets, pinMemory);
+  return { input: new Tensor(input), target: new Tensor(target) };
 }
 
 /**
@@ -231,6 +248,9 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
       const items = (await Promise.all(indices.map((i) => this.read(i, epoch, skipped, (k, ctx) => ds.get(k, ctx))))).filter((x) => x !== null) as T[];
       return items.length ? this.collate(items) : null;
     }
+    // A failure to read the rows is left to the per-sample path, which reports it with the sample.
+    const rows = this.padValue === undefined && ds.rows ? await ds.rows().catch(() => null) : null;
+    if (rows) return gather(rows, indices, this.pinMemory) as Batch<I>;
     type Raw = { structured: StructuredSample };
     const prepare = ds.prepare
       ? (k: number, ctx: ItemContext) => ds.prepare!(k, ctx)

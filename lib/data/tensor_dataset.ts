@@ -4,7 +4,7 @@
  */
 import * as check from '../check';
 import { Tensor } from '../tensor';
-import { checkIndex, Dataset, hostType, numel, type HostArray, type HostData, type Sample } from './dataset';
+import { checkIndex, Dataset, hostType, int64Targets, numel, type HostArray, type HostData, type RowSource, type Sample } from './dataset';
 import { disposedError } from '../errors';
 
 /** What TensorDataset accepts: a tensor, a host array `{ data, shape }`, or (targets) a 1-D array. */
@@ -86,6 +86,21 @@ export class TensorDataset extends Dataset<Sample> {
     })();
     return this.loaded;
   }
+
+  /**
+   * @internal The inputs and targets, for the DataLoader's one-call gather of a batch; null when a
+   * subclass changes what a sample is (overrides `get` or `prepare`).
+   */
+  rows(): Promise<RowSource | null> {
+    this.rowSource ??= (async () => {
+      if (this.get !== TensorDataset.prototype.get || this.prepare !== Dataset.prototype.prepare) return null;
+      const { inputs, targets } = await this.ensure();
+      return { inputs, shape: [...this.inputShape], luts: null, targets: int64Targets(targets) };
+    })();
+    return this.rowSource;
+  }
+
+  private rowSource: Promise<RowSource | null> | undefined;
 
   async get(index: number): Promise<Sample> {
     checkIndex(index, this.length, 'TensorDataset.get');
