@@ -101,9 +101,14 @@ export interface NativeOptimizer {
 }
 
 export interface TrainStepOptions {
+  /** The built-in loss (lib/nn/losses.ts's LOSS_KIND; 0, cross-entropy, when absent). */
+  lossKind?: number;
   reduction: number;
-  ignoreIndex: number;
-  labelSmoothing: number;
+  ignoreIndex?: number;
+  labelSmoothing?: number;
+  /** SmoothL1's beta, Huber's delta. */
+  lossParam?: number;
+  posWeight?: NativeTensor | null;
   lossScale: number;
   clipNorm: number;
   step: boolean;

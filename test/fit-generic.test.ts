@@ -7,12 +7,10 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as v8 from 'v8';
-import * as vm from 'vm';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { native } from '../lib/native';
-import { floats, labels, relDiff, runPyJson, tmpDir } from './helpers/train-fixtures';
+import { floats, getGc, labels, relDiff, runPyJson, tmpDir } from './helpers/train-fixtures';
 
 const F = torch.nn.functional;
 const NB = 3; // batches per epoch
@@ -169,13 +167,6 @@ interface Ref {
 let dir: string;
 let ref: Ref;
 
-function getGc(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (typeof g === 'function') return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
-
 beforeAll(async () => {
   dir = tmpDir('fit-generic');
   fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify({
@@ -275,6 +266,47 @@ describe('fit keeps the fused native step where it applies', () => {
     } finally {
       spy.mockRestore();
     }
+  });
+
+  // The fused step computes every built-in loss itself; the same loss as a user function (which
+  // must take the generic step) gives the reference. Exact to float rounding: one libtorch kernel.
+  const asFunction = (l: torch.train.FitLoss): torch.nn.LossFunction => (out, y) => (l as torch.nn.MSELoss).forward(out, y);
+  const posWeight = () => torch.tensor(POS_WEIGHT, { shape: [4] });
+  test.each([
+    ['BCEWithLogitsLoss (posWeight, weight, sum)', 'ml.pt', mlBatches, () => new torch.nn.BCEWithLogitsLoss({ posWeight: posWeight(), weight: torch.tensor([0.5, 1, 2, 1], { shape: [4] }), reduction: 'sum' })],
+    ['MSELoss', 'reg.pt', regBatches, () => new torch.nn.MSELoss()],
+    ['SmoothL1Loss beta 0.3', 'reg.pt', regBatches, () => new torch.nn.SmoothL1Loss({ beta: 0.3 })],
+    ['HuberLoss delta 0.4', 'reg.pt', regBatches, () => new torch.nn.HuberLoss({ delta: 0.4 })],
+  ] as const)('%s trains through native.trainStep, as the same loss through the generic step', async (_, file, data, make) => {
+    const spy = jest.spyOn(native, 'trainStep');
+    const opt = (p: Tensor[]) => new torch.optim.AdamW(p, { lr: 0.02 });
+    try {
+      const fused = await fitLosses(file, { train: data(), loss: make(), opt, gradAccumulation: 2, clipGradNorm: 0.5 });
+      expect(spy).toHaveBeenCalledTimes(2 * NB);
+      spy.mockClear();
+      const generic = await fitLosses(file, { train: data(), loss: asFunction(make()), opt, gradAccumulation: 2, clipGradNorm: 0.5 });
+      expect(spy).not.toHaveBeenCalled();
+      expectLosses(fused.losses, generic.losses, 1e-6);
+      expect(fused.history.epochs[1].accuracy).toBeNaN();
+      const [a, b] = [fused.model.parameters(), generic.model.parameters()];
+      for (let i = 0; i < a.length; i++) expect(relDiff(Array.from(await a[i].data() as Float32Array), Array.from(await b[i].data() as Float32Array))).toBeLessThan(1e-5);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('the fused step refuses what the loss classes refuse, with their words and codes', async () => {
+    const reg = await torch.jit.load(path.join(dir, 'reg.pt'));
+    const opt = new torch.optim.SGD(reg.parameters(), { lr: 0.01 });
+    const run = (loss: torch.train.FitLoss, target: Tensor) => torch.train.fit(reg, { train: [{ input: rows(REG_X, 5, 0), target }], epochs: 1, optimizer: opt, progress: false, loss });
+    await expect(run(new torch.nn.HuberLoss(), torch.tensor(REG_Y.slice(0, BS), { shape: [BS, 1], dtype: 'int64' })))
+      .rejects.toMatchObject({ code: 'FINETORCH_DTYPE', message: expect.stringMatching(/HuberLoss: targets must be floating point like the output \(float32\), got int64/) });
+    await expect(run(new torch.nn.SmoothL1Loss(), torch.tensor(REG_Y.slice(0, BS), { shape: [BS, 1], dtype: 'float64' })))
+      .rejects.toMatchObject({ code: 'FINETORCH_DTYPE', message: expect.stringMatching(/SmoothL1Loss: output \(float32\) and target \(float64\) must have one dtype/) });
+    const ml = await torch.jit.load(path.join(dir, 'ml.pt'));
+    const bad = new torch.nn.BCEWithLogitsLoss({ posWeight: torch.tensor([1, 2, 3], { shape: [3] }) });
+    await expect(torch.train.fit(ml, { train: mlBatches().slice(0, 1), epochs: 1, optimizer: new torch.optim.SGD(ml.parameters(), { lr: 0.1 }), progress: false, loss: bad }))
+      .rejects.toMatchObject({ code: 'FINETORCH_SHAPE', message: expect.stringMatching(/fit: epoch 1, batch 1: BCEWithLogitsLoss: posWeight of shape \[3\] does not broadcast to the output's shape \[8,4\]/) });
   });
 
   test('a dict output takes the generic step', async () => {

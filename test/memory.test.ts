@@ -6,19 +6,11 @@
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
-import * as v8 from 'v8';
-import * as vm from 'vm';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { ensureDist, ROOT } from './helpers/dist';
+import { getGc } from './helpers/train-fixtures';
 
-/** global.gc when node runs with --expose-gc, otherwise the same function obtained through v8 flags. */
-function getGc(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (typeof g === 'function') return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
 const gc = getGc();
 
 const live = () => torch.memory().tensors;

@@ -11,6 +11,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 import * as torch from '../lib';
 import { CLI, ensureDist, runCli, show, smallModelScript } from './helpers/dist';
+import { expectedTop } from './helpers/predict';
 import { runPythonAsync } from './helpers/python';
 
 jest.setTimeout(240_000);
@@ -59,19 +60,6 @@ function stop(s: Server): Promise<number | null> {
   });
 }
 
-/** The top-k names, softmax-ordered, of model.forward on the PNG through `size`'s eval transform. */
-async function expectedTop(png: Buffer, size: number, names: string[], k: number): Promise<{ labels: string[]; probabilities: number[] }> {
-  const model = await torch.jit.load(path.join(dir, 'm.pt'));
-  model.eval();
-  const input = await torch.serving.imageInput(png, torch.transforms.imagenet({ train: false, size }));
-  const logits = (await (await model.forward(torch.tensor(input.data, { shape: [1, ...input.shape] }))).data()) as Float32Array;
-  model.dispose();
-  const e = Array.from(logits, (v) => Math.exp(v));
-  const sum = e.reduce((a, b) => a + b, 0);
-  const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
-  return { labels: order.map(([, i]) => names[i]), probabilities: order.map(([p]) => p) };
-}
-
 async function predict(url: string, png: Buffer): Promise<{ label: string; index: number; probability: number }[]> {
   const res = await fetch(`${url}/predict`, { method: 'POST', body: png, headers: { 'content-type': 'image/png' } });
   expect(res.status).toBe(200);
@@ -100,7 +88,7 @@ test('serve answers POST /predict with the top-k named by the model file\'s clas
   const s = await startServe(['meta.pt', '--topk', '2', '--max-batch', '4', '--max-delay-ms', '1', '--threads', '1']);
   let code: number | null;
   try {
-    const want = await expectedTop(png, 32, CLASSES, 2);
+    const want = await expectedTop(path.join(dir, 'm.pt'), png, torch.transforms.imagenet({ train: false, size: 32 }), CLASSES, 2);
     const top = await predict(s.url, png);
     expect(top.map((t) => t.label)).toEqual(want.labels);
     top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
@@ -119,7 +107,7 @@ test('serve answers POST /predict with the top-k named by the model file\'s clas
 test('--labels and --size override the record with a warning line each, and the answers follow them', async () => {
   const s = await startServe(['meta.pt', '--labels', 'names.json', '--size', '40', '--topk', '3']);
   try {
-    const want = await expectedTop(png, 40, ['x', 'y', 'z'], 3);
+    const want = await expectedTop(path.join(dir, 'm.pt'), png, torch.transforms.imagenet({ train: false, size: 40 }), ['x', 'y', 'z'], 3);
     const top = await predict(s.url, png);
     expect(top.map((t) => t.label)).toEqual(want.labels);
     top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));

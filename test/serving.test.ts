@@ -14,6 +14,7 @@ import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { floats, runPy, tmpDir } from './helpers/train-fixtures';
 import { pattern, solid, writeImage } from './helpers/images';
+import { expectedTop } from './helpers/predict';
 
 jest.setTimeout(120_000);
 
@@ -286,19 +287,6 @@ async function recordedModels(): Promise<{ meta: string; few: string; classes: s
   return { meta: file('meta.pt'), few: file('few.pt'), classes };
 }
 
-/** The top-k labels, softmax-ordered, of model.forward on an image through `transform`. */
-async function expectedTop(bytes: Buffer, transform: torch.transforms.Transform, names: readonly string[], k: number): Promise<{ labels: string[]; probabilities: number[] }> {
-  const model = await torch.jit.load(file('cnn.pt'));
-  model.eval();
-  const input = await torch.serving.imageInput(bytes, transform);
-  const logits = (await (await model.forward(torch.tensor(input.data, { shape: [1, ...input.shape] }))).data()) as Float32Array;
-  model.dispose();
-  const e = Array.from(logits, (v) => Math.exp(v));
-  const sum = e.reduce((a, b) => a + b, 0);
-  const order = e.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
-  return { labels: order.map(([, i]) => names[i]), probabilities: order.map(([p]) => p) };
-}
-
 test('Predictor.load exposes the metadata its file records (from a path, a Buffer or a loaded model), and classify names classes by it unless labels are given', async () => {
   const { meta, few, classes } = await recordedModels();
   const fromPath = await torch.serving.Predictor.load(meta);
@@ -365,13 +353,13 @@ describe('serving.createService', () => {
     const servers = [byRecord, agreeing, overridden];
     try {
       const [a, b, c] = await Promise.all(servers.map(listen));
-      const want = await expectedTop(bytes, recorded, classes, 3);
+      const want = await expectedTop(file('cnn.pt'), bytes, recorded, classes, 3);
       for (const url of [a, b]) {
         const got = await top(url, bytes);
         expect(got.map((t) => t.label)).toEqual(want.labels);
         got.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
       }
-      const wantOther = await expectedTop(bytes, other, labels, 3);
+      const wantOther = await expectedTop(file('cnn.pt'), bytes, other, labels, 3);
       const got = await top(c, bytes);
       expect(got.map((t) => t.label)).toEqual(wantOther.labels);
       got.forEach((t, j) => expect(t.probability).toBeCloseTo(wantOther.probabilities[j], 5));
@@ -409,7 +397,7 @@ describe('serving.createService', () => {
       const url = await listen(server);
       await writeImage(file('plain.png'), pattern(48, 40, 6), 'png');
       const bytes = fs.readFileSync(file('plain.png'));
-      const want = await expectedTop(bytes, torch.transforms.imagenet({ train: false, size: 224 }), ['0', '1', '2', '3', '4'], 2);
+      const want = await expectedTop(file('cnn.pt'), bytes, torch.transforms.imagenet({ train: false, size: 224 }), ['0', '1', '2', '3', '4'], 2);
       expect((await top(url, bytes)).map((t) => t.label)).toEqual(want.labels);
       expect(() => torch.serving.createService(predictor, { topk: 0 })).toThrow(/topk must be an integer/);
       expect(() => torch.serving.createService(predictor, { labels: 'abc' as never })).toThrow(TypeError);
@@ -487,7 +475,7 @@ describe('examples/service.ts with a model file that records its classes and tra
       const res = await fetch(`${service.url}/predict`, { method: 'POST', body: bytes });
       expect(res.status).toBe(200);
       const { top } = (await res.json()) as { top: torch.serving.Classification[] };
-      const want = await expectedTop(bytes, torch.transforms.imagenet({ train: false, size: 32 }), classes, 3);
+      const want = await expectedTop(file('cnn.pt'), bytes, torch.transforms.imagenet({ train: false, size: 32 }), classes, 3);
       expect(top.map((t) => t.label)).toEqual(want.labels);
       top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 5));
     } finally {

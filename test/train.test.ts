@@ -8,11 +8,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as v8 from 'v8';
-import * as vm from 'vm';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
-import { close, floats, labels, relDiff, runPyJson, tmpDir } from './helpers/train-fixtures';
+import { close, floats, getGc, labels, relDiff, runPyJson, tmpDir } from './helpers/train-fixtures';
 
 const { StepLR, CosineAnnealingLR, LinearLR, SequentialLR, OneCycleLR, ReduceLROnPlateau } = torch.optim.lrScheduler;
 type Opt = InstanceType<typeof torch.optim.SGD>;
@@ -198,13 +196,6 @@ let dir: string;
 let ref: PyOut;
 let mlpFile: string;
 let idFile: string;
-
-function getGc(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (typeof g === 'function') return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
 
 beforeAll(async () => {
   dir = tmpDir('train-units');

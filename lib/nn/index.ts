@@ -2,6 +2,6 @@
 export { CrossEntropyLoss } from './loss';
 export type { CrossEntropyOptions } from './loss';
 export { BCEWithLogitsLoss, MSELoss, SmoothL1Loss, HuberLoss } from './losses';
-export type { BCEWithLogitsOptions, MSEOptions, SmoothL1Options, HuberOptions, Reduction, LossFunction } from './losses';
+export type { BCEWithLogitsOptions, ReductionOptions, MSEOptions, SmoothL1Options, HuberOptions, Reduction, LossFunction } from './losses';
 export * as functional from './functional';
 export * as utils from './utils';

@@ -6,6 +6,7 @@
 import * as check from '../check';
 import { currentGradMode } from '../autograd';
 import { native, type NativeTensor } from '../native';
+import { LOSS_KIND, type FusedLoss } from './losses';
 import { Tensor } from '../tensor';
 
 /** Options of `CrossEntropyLoss`, as PyTorch's. */
@@ -93,6 +94,12 @@ export class CrossEntropyLoss {
     const inputs = [logits.handle, target.handle, ...(this.weight ? [this.weight.handle] : [])];
     const out = await native.op('crossEntropy', inputs, [this.config.reduction, this.ignoreIndex, this.labelSmoothing], currentGradMode());
     return new Tensor(out as NativeTensor);
+  }
+
+  /** @internal */
+  fused(): FusedLoss {
+    const { reduction, ignoreIndex, labelSmoothing, weight } = this.config;
+    return { lossKind: LOSS_KIND.crossEntropy, reduction, ignoreIndex, labelSmoothing, weight };
   }
 }
 

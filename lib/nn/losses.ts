@@ -17,6 +17,25 @@ export type Reduction = 'mean' | 'sum' | 'none';
 
 const REDUCTION = { none: 0, mean: 1, sum: 2 } as const;
 
+/** @internal The built-in losses as the fused native step numbers them (native/train_step.cc's LossKind). */
+export const LOSS_KIND = { crossEntropy: 0, bceWithLogits: 1, mse: 2, smoothL1: 3, huber: 4 } as const;
+
+/**
+ * @internal What fit's fused native step needs to compute a built-in loss itself, in the same
+ * task as the forward and backward (native.trainStep's options).
+ */
+export interface FusedLoss {
+  lossKind: number;
+  /** 0 none, 1 mean, 2 sum. */
+  reduction: number;
+  ignoreIndex?: number;
+  labelSmoothing?: number;
+  /** SmoothL1's beta, Huber's delta. */
+  lossParam?: number;
+  weight: Tensor | null;
+  posWeight?: Tensor | null;
+}
+
 function reductionCode(reduction: unknown, what: string): number {
   const r = reduction ?? 'mean';
   if (typeof r !== 'string' || !(r in REDUCTION)) throw new TypeError(`${what}: reduction must be 'mean', 'sum' or 'none', got ${String(r)}`);
@@ -60,13 +79,11 @@ async function run(name: string, inputs: Tensor[], args: (number | boolean)[]): 
 }
 
 /** Options of `BCEWithLogitsLoss`, as PyTorch's. */
-export interface BCEWithLogitsOptions {
+export interface BCEWithLogitsOptions extends ReductionOptions {
   /** A rescaling weight that broadcasts to the output (e.g. per label, shape [L]). */
   weight?: Tensor;
   /** The weight of positive examples per label, shape [L] (PyTorch's `pos_weight`). */
   posWeight?: Tensor;
-  /** 'mean' (default), 'sum' or 'none'. */
-  reduction?: Reduction;
 }
 
 /**
@@ -116,12 +133,52 @@ export class BCEWithLogitsLoss {
     const inputs = [output, target, ...(this.weight ? [this.weight] : []), ...(this.posWeight ? [this.posWeight] : [])];
     return run('bceWithLogits', inputs, [this.code, this.weight !== null, this.posWeight !== null]);
   }
+
+  /** @internal */
+  fused(): FusedLoss {
+    return { lossKind: LOSS_KIND.bceWithLogits, reduction: this.code, weight: this.weight, posWeight: this.posWeight };
+  }
+}
+
+/** Options of every loss: how it reduces. */
+export interface ReductionOptions {
+  /** 'mean' (default), 'sum' or 'none'. */
+  reduction?: Reduction;
 }
 
 /** Options of `MSELoss`. */
-export interface MSEOptions {
-  /** 'mean' (default), 'sum' or 'none'. */
-  reduction?: Reduction;
+export type MSEOptions = ReductionOptions;
+
+/** The regression losses: (output, target) of one shape, one libtorch function, one optional threshold. */
+abstract class PointwiseLoss {
+  readonly reduction: Reduction;
+  private readonly code: number;
+
+  protected constructor(private readonly what: string, private readonly kind: number, private readonly op: string,
+      o: ReductionOptions, protected readonly param = 0) {
+    this.code = reductionCode(o.reduction, what);
+    this.reduction = o.reduction ?? 'mean';
+  }
+
+  /** The loss of `output` against `target`. */
+  forward(output: Tensor, target: Tensor): Promise<Tensor> {
+    try { checkPair(output, target, this.what); } catch (e) { return Promise.reject(e); }
+    return run(this.op, [output, target], [this.code, this.param]);
+  }
+
+  /** @internal */
+  fused(): FusedLoss {
+    return { lossKind: this.kind, reduction: this.code, lossParam: this.param, weight: null };
+  }
+}
+
+/** A threshold option (SmoothL1's beta, Huber's delta): finite and >= 0 (> 0 unless `zero`). */
+function threshold(value: unknown, what: string, zero: boolean): number {
+  const v = value ?? 1;
+  if (typeof v !== 'number' || !Number.isFinite(v) || !(zero ? v >= 0 : v > 0)) {
+    throw new RangeError(`${what} must be a finite number ${zero ? '>=' : '>'} 0, got ${String(value)}`);
+  }
+  return v;
 }
 
 /**
@@ -131,30 +188,14 @@ export interface MSEOptions {
  * @example
  * const loss = await new torch.nn.MSELoss().forward(prediction, target); // both [B, 1]
  */
-export class MSELoss {
-  readonly reduction: Reduction;
-  private readonly code: number;
-
+export class MSELoss extends PointwiseLoss {
   constructor(opts: MSEOptions = {}) {
-    const o = options(opts, 'MSELoss');
-    this.code = reductionCode(o.reduction, 'MSELoss');
-    this.reduction = o.reduction ?? 'mean';
-  }
-
-  /** The loss of `output` against `target`. */
-  forward(output: Tensor, target: Tensor): Promise<Tensor> {
-    try { checkPair(output, target, 'MSELoss'); } catch (e) { return Promise.reject(e); }
-    return run('mseLoss', [output, target], [this.code]);
+    super('MSELoss', LOSS_KIND.mse, 'mseLoss', options(opts, 'MSELoss'));
   }
 }
 
-/** Options of `SmoothL1Loss`. */
-export interface SmoothL1Options {
-  /** Where the loss turns from quadratic to linear (default 1, >= 0; 0 is the L1 loss). */
-  beta?: number;
-  /** 'mean' (default), 'sum' or 'none'. */
-  reduction?: Reduction;
-}
+/** Options of `SmoothL1Loss`: where the loss turns from quadratic to linear (`beta`, default 1, >= 0; 0 is the L1 loss). */
+export interface SmoothL1Options extends ReductionOptions { beta?: number }
 
 /**
  * Smooth L1 loss, as PyTorch's `torch.nn.SmoothL1Loss`: quadratic for errors under `beta`,
@@ -163,35 +204,18 @@ export interface SmoothL1Options {
  * @example
  * const loss = await new torch.nn.SmoothL1Loss({ beta: 0.5 }).forward(boxes, targetBoxes);
  */
-export class SmoothL1Loss {
-  readonly beta: number;
-  readonly reduction: Reduction;
-  private readonly code: number;
-
+export class SmoothL1Loss extends PointwiseLoss {
   constructor(opts: SmoothL1Options = {}) {
     const o = options(opts, 'SmoothL1Loss');
-    this.code = reductionCode(o.reduction, 'SmoothL1Loss');
-    this.reduction = o.reduction ?? 'mean';
-    this.beta = o.beta ?? 1;
-    if (typeof this.beta !== 'number' || !(this.beta >= 0) || !Number.isFinite(this.beta)) {
-      throw new RangeError(`SmoothL1Loss: beta must be a finite number >= 0, got ${String(o.beta)}`);
-    }
+    super('SmoothL1Loss', LOSS_KIND.smoothL1, 'smoothL1Loss', o, threshold(o.beta, 'SmoothL1Loss: beta', true));
   }
 
-  /** The loss of `output` against `target`. */
-  forward(output: Tensor, target: Tensor): Promise<Tensor> {
-    try { checkPair(output, target, 'SmoothL1Loss'); } catch (e) { return Promise.reject(e); }
-    return run('smoothL1Loss', [output, target], [this.code, this.beta]);
-  }
+  /** Where the loss turns from quadratic to linear. */
+  get beta(): number { return this.param; }
 }
 
-/** Options of `HuberLoss`. */
-export interface HuberOptions {
-  /** Where the loss turns from quadratic to linear (default 1, > 0). */
-  delta?: number;
-  /** 'mean' (default), 'sum' or 'none'. */
-  reduction?: Reduction;
-}
+/** Options of `HuberLoss`: where the loss turns from quadratic to linear (`delta`, default 1, > 0). */
+export interface HuberOptions extends ReductionOptions { delta?: number }
 
 /**
  * Huber loss, as PyTorch's `torch.nn.HuberLoss`: quadratic for errors under `delta`, linear
@@ -200,26 +224,14 @@ export interface HuberOptions {
  * @example
  * const loss = await new torch.nn.HuberLoss({ delta: 2 }).forward(prediction, target);
  */
-export class HuberLoss {
-  readonly delta: number;
-  readonly reduction: Reduction;
-  private readonly code: number;
-
+export class HuberLoss extends PointwiseLoss {
   constructor(opts: HuberOptions = {}) {
     const o = options(opts, 'HuberLoss');
-    this.code = reductionCode(o.reduction, 'HuberLoss');
-    this.reduction = o.reduction ?? 'mean';
-    this.delta = o.delta ?? 1;
-    if (typeof this.delta !== 'number' || !(this.delta > 0) || !Number.isFinite(this.delta)) {
-      throw new RangeError(`HuberLoss: delta must be a finite number > 0, got ${String(o.delta)}`);
-    }
+    super('HuberLoss', LOSS_KIND.huber, 'huberLoss', o, threshold(o.delta, 'HuberLoss: delta', false));
   }
 
-  /** The loss of `output` against `target`. */
-  forward(output: Tensor, target: Tensor): Promise<Tensor> {
-    try { checkPair(output, target, 'HuberLoss'); } catch (e) { return Promise.reject(e); }
-    return run('huberLoss', [output, target], [this.code, this.delta]);
-  }
+  /** Where the loss turns from quadratic to linear (with slope `delta`). */
+  get delta(): number { return this.param; }
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
- * `train.fit`: the fine-tuning loop. A one-tensor-in, logits-out model trained with
- * cross-entropy takes the fused path: each batch is one queued native task (forward, loss,
+ * `train.fit`: the fine-tuning loop. A one-tensor-in, one-tensor-out model trained with a
+ * built-in loss takes the fused path: each batch is one queued native task (forward, loss,
  * backward, clipping, optimizer step, zero-grad), so the event loop stays free and a step costs
  * one round trip. Every other model and loss takes the generic step (generic_step.ts), which ends
  * in the same native update.
@@ -13,6 +13,7 @@ import type { NamePattern } from '../jit/patterns';
 import { native } from '../native';
 import { Tensor } from '../tensor';
 import { CrossEntropyLoss } from '../nn/loss';
+import { LOSS_KIND } from '../nn/losses';
 import type { Optimizer } from '../optim/optimizer';
 import { OneCycleLR, ReduceLROnPlateau, type LRScheduler } from '../optim/lr_scheduler';
 import { batches, release, type BatchSource } from './batch';
@@ -173,9 +174,10 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  *
  * Any model and loss: a batch's `input` may be a tensor, an array of tensors or an object of named
  * tensors (see `ModelInput`); `output` picks the prediction out of a tuple or dict; `loss` may be
- * any torch.nn loss or a function. One input tensor, a Tensor output and `CrossEntropyLoss` on
- * int64 labels train in one fused native task per batch; the rest through the generic step, which
- * applies the same update (accumulation, clipping, amp). Accuracy is NaN where targets are not
+ * any torch.nn loss or a function. One input tensor, a Tensor output and a built-in loss
+ * (`CrossEntropyLoss` on int64 labels, `BCEWithLogitsLoss`, `MSELoss`, `SmoothL1Loss`, `HuberLoss`;
+ * reduction 'mean' or 'sum') train in one fused native task per batch; the rest through the
+ * generic step, which applies the same update (accumulation, clipping, amp). Accuracy is NaN where targets are not
  * class indices.
  *
  * While it runs, the model is fit's alone: a second `fit`, `evaluate` or `predict` on it (or
@@ -204,9 +206,9 @@ export async function fit(model: ScriptModule, options: FitOptions): Promise<His
 async function trainLoop(model: ScriptModule, options: FitOptions): Promise<History> {
   const { optimizer, scheduler, epochs } = options;
   const lossFn = options.loss ?? new CrossEntropyLoss();
-  // The fused native step handles one input tensor, one logits tensor and cross-entropy on class
-  // indices; everything else takes the generic step.
-  const fusable = lossFn instanceof CrossEntropyLoss && options.output === undefined && returnsTensor(model);
+  // The fused native step handles one input tensor, one output tensor and every built-in loss
+  // (cross-entropy on class indices); everything else takes the generic step.
+  const fused = typeof lossFn === 'function' || options.output !== undefined || !returnsTensor(model) ? null : lossFn.fused();
   const accum = options.gradAccumulation ?? 1;
   const perBatch = (options.schedulerStep ?? (scheduler instanceof OneCycleLR ? 'batch' : 'epoch')) === 'batch';
   const stages = [...(options.stages ?? [])].sort((a, b) => a.epoch - b.epoch);
@@ -262,28 +264,29 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       let r: { loss: number; correct: number; total: number };
       try {
         const doStep = (pending + 1) % accum === 0;
-        if (fusable && lossFn instanceof CrossEntropyLoss && b.input instanceof Tensor && b.target.dtype === 'int64') {
+        if (fused && fused.reduction !== 0 && b.input instanceof Tensor && (fused.lossKind !== LOSS_KIND.crossEntropy || b.target.dtype === 'int64')) {
           if (b.input.shape[0] !== b.target.shape[0]) {
             throw new Error(`inputs and labels disagree: ${b.input.shape[0]} inputs (shape [${b.input.shape}]) but ${b.target.shape[0]} labels`);
           }
-          const f = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, lossFn.weight?.handle ?? null, {
-            reduction: lossFn.config.reduction, ignoreIndex: lossFn.ignoreIndex, labelSmoothing: lossFn.labelSmoothing,
+          const { weight, posWeight, ...loss } = fused;
+          r = await native.trainStep(model.handle, optimizer.handle, b.input.handle, b.target.handle, weight?.handle ?? null, {
+            ...loss, posWeight: posWeight?.handle ?? null,
             lossScale: 1 / accum, clipNorm: doStep ? options.clipGradNorm ?? 0 : 0, step: doStep, zeroGrad: doStep,
             amp, channelsLast: options.channelsLast ?? false, device,
           });
-          r = f;
         } else {
           const g = await genericStep({ model, optimizer, loss: lossFn, output: options.output, device, accumulation: accum, clipGradNorm: options.clipGradNorm ?? 0, amp }, b, doStep);
           r = { ...g, correct: g.correct ?? NaN };
         }
         pending = doStep ? 0 : pending + 1;
       } catch (err) {
-        const { message, code } = err as FinetorchError;
+        // A native error's detail drops its task's name ("trainStep: "): fit's own prefix says where.
+        const { message, detail, code } = err as FinetorchError;
         const oom = code === 'FINETORCH_OUT_OF_MEMORY'
           ? ` — the step for a batch of shape ${describeInput(b.input)} did not fit in ${device} memory; try a smaller batchSize, amp: 'bf16', or gradAccumulation`
           : '';
         // The code travels with the message, so callers decide on it (a smaller batch on FINETORCH_OUT_OF_MEMORY).
-        const wrapped = new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${message}${oom}`, { cause: err }) as FinetorchError;
+        const wrapped = new Error(`fit: epoch ${pos.epoch + 1}, batch ${pos.batch + 1}: ${detail ?? message}${oom}`, { cause: err }) as FinetorchError;
         if (code !== undefined) wrapped.code = code;
         throw wrapped;
       } finally {

@@ -10,6 +10,8 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import { pythonPath } from './python';
 
 /** The Python that has torch and torchvision (the rule of helpers/python.ts). */
@@ -95,4 +97,12 @@ export function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** |a - b| <= tol, or relatively so: |a - b| <= tol * |b|. */
 export function close(a: number, b: number, tol: number): boolean {
   return Math.abs(a - b) <= tol || Math.abs(a - b) <= tol * Math.abs(b);
+}
+
+/** V8's `gc()` for tests that count live handles (exposes it when node was not run with --expose-gc). */
+export function getGc(): () => void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (typeof g === 'function') return g;
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
 }
