@@ -11,6 +11,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 import * as torch from '../lib';
 import { CLI, ensureDist, runCli, show, smallModelScript } from './helpers/dist';
+import { colourFolders } from './helpers/images';
 import { expectedTop } from './helpers/predict';
 import { runPythonAsync } from './helpers/python';
 
@@ -153,4 +154,49 @@ test('bad options are one-line errors before the model loads; a port in use is o
   } finally {
     await stop(s);
   }
+});
+
+test('POST /finetune trains a copy in the background, swaps it in when it validates better and saves it to --out; the served file is never written', async () => {
+  const photos = path.join(dir, 'photos');
+  await colourFolders(photos, CLASSES);
+  const served = fs.readFileSync(path.join(dir, 'meta.pt'));
+  const tuned = path.join(dir, 'tuned.pt');
+  const s = await startServe(['meta.pt', '--out', tuned, '--topk', '2']);
+  try {
+    const post = (body: unknown) => fetch(`${s.url}/finetune`, { method: 'POST', body: JSON.stringify(body) });
+    expect((await post({ dir: path.join(dir, 'nowhere') })).status).toBe(400);
+    const badEpochs = await post({ dir: photos, epochs: 0 });
+    expect(badEpochs.status).toBe(400);
+    expect(((await badEpochs.json()) as { error: string }).error).toMatch(/epochs must be an integer in \[1, 1000\], got 0/);
+    expect((await post({ dir: photos, epochs: 8, lr: 0.01 })).status).toBe(202);
+    expect((await post({ dir: photos })).status).toBe(409);
+    expect((await predict(s.url, png)).length).toBeGreaterThan(0);
+    type Status = { finetune: { state: string; epoch: number; before: number; after: number; swapped: boolean; error?: string } };
+    let status: Status;
+    const deadline = Date.now() + 180_000;
+    do {
+      await new Promise((r) => setTimeout(r, 200));
+      status = (await (await fetch(`${s.url}/status`)).json()) as Status;
+    } while (status.finetune.state === 'training' && Date.now() < deadline);
+    expect(status.finetune).toMatchObject({ state: 'done', epoch: 8 });
+    // eight epochs on three flat colours validate better than the untrained weights
+    expect(status.finetune.after).toBeGreaterThan(status.finetune.before);
+    expect(status.finetune.swapped).toBe(true);
+    for (let i = 0; i < 100 && !s.stdout().includes('fine-tuned weights saved'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(s.stdout()).toContain(`fine-tuned weights saved to ${tuned}`);
+    // the saved copy answers as the service now does, and keeps the file's classes
+    const saved = await torch.jit.load(tuned);
+    expect(saved.metadata?.classes).toEqual(CLASSES);
+    saved.dispose();
+    const want = await expectedTop(tuned, fs.readFileSync(path.join(photos, 'bee', '0.png')), torch.transforms.imagenet({ train: false, size: 32 }), CLASSES, 2);
+    const top = await predict(s.url, fs.readFileSync(path.join(photos, 'bee', '0.png')));
+    expect(top.map((t) => t.label)).toEqual(want.labels);
+    top.forEach((t, j) => expect(t.probability).toBeCloseTo(want.probabilities[j], 4));
+  } finally {
+    await stop(s);
+  }
+  expect(fs.readFileSync(path.join(dir, 'meta.pt')).equals(served)).toBe(true);
+  const same = await runCli(['serve', 'meta.pt', '--out', 'meta.pt'], dir);
+  expect(same.code).toBe(1);
+  expect(same.stderr).toMatch(/--out 'meta\.pt' is the served model file: fine-tunes never overwrite it/);
 });

@@ -13,7 +13,7 @@ import * as path from 'path';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { floats, runPy, tmpDir } from './helpers/train-fixtures';
-import { pattern, solid, writeImage } from './helpers/images';
+import { colourFolders, pattern, writeImage } from './helpers/images';
 import { expectedTop } from './helpers/predict';
 
 jest.setTimeout(120_000);
@@ -488,12 +488,8 @@ describe('examples/service.ts POST /finetune', () => {
   test('fine-tunes a copy in the background while /predict keeps answering, and swaps it in only if it validates better', async () => {
     const { startService } = await import('../examples/service');
     const labels = ['a', 'b', 'c', 'd', 'e'];
-    const colours = [[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20], [20, 230, 230]];
     const root = file('photos');
-    for (const [c, name] of labels.entries()) {
-      fs.mkdirSync(path.join(root, name), { recursive: true });
-      for (let i = 0; i < 10; i++) await writeImage(path.join(root, name, `${i}.png`), solid(36, 36, colours[c].map((v) => v - 2 * i)), 'png');
-    }
+    await colourFolders(root, labels);
     const service = await startService({ model: file('cnn.pt'), labels, size: 32, topk: 2 });
     try {
       const bad = await fetch(`${service.url}/finetune`, { method: 'POST', body: JSON.stringify({ dir: file('nowhere') }) });

@@ -65,7 +65,7 @@ program.command('evaluate <model>')
   .action(run((m, o) => commands().evaluateCommand(m, o)));
 
 program.command('serve <model>')
-  .description('an HTTP service: POST /predict with an image answers the top-k classes as JSON, GET /status the predictor\'s stats')
+  .description('an HTTP service: POST /predict with an image answers the top-k classes as JSON; POST /finetune { "dir": "folder" } fine-tunes a copy in the background and hot-swaps it in when it validates better; GET /status')
   .option('--port <n>', 'port to listen on; 0 picks a free one, printed on stdout (default 8080)')
   .option('--host <address>', 'address to listen on (default 127.0.0.1)')
   .option('--labels <file>', 'class names as a JSON array (default: the ones the model file records, else classes.json beside it)')
@@ -74,6 +74,7 @@ program.command('serve <model>')
   .option('--max-batch <n>', 'the most concurrent requests run as one batch (default 8; 1 turns batching off)')
   .option('--max-delay-ms <ms>', 'how long a request waits for company before its batch runs (default 2)')
   .option('--threads <n>', 'intra-op threads of the predictor (default 1)')
+  .option('--out <file>', 'where POST /finetune saves the weights it swaps in (default: kept in memory only; never the served file)')
   .action(run((m, o) => (require('./serve') as typeof import('./serve')).serve(m, o)));
 
 program.command('demo')

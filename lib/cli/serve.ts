@@ -1,8 +1,13 @@
-/** `finetorch serve model.pt --port 8080`: the HTTP service of `torch.serving.createService`. */
+/**
+ * `finetorch serve model.pt --port 8080`: the HTTP service of `torch.serving.createService`, with
+ * `torch.serving.finetuneRoute`'s POST /finetune (a background fine-tune and hot swap).
+ */
 import * as fs from 'fs';
+import * as path from 'path';
 import type { AddressInfo } from 'net';
 import { Predictor } from '../serving/predictor';
 import { createService } from '../serving/http';
+import { finetuneRoute } from '../serving/finetune';
 import { imagenet } from '../transforms';
 import { classesBeside, headOutputs, loadModel, parseNumber, requireFile, UsageError, warnLine } from './common';
 
@@ -16,6 +21,7 @@ export interface ServeFlags {
   threads?: string;
   topk?: string;
   size?: string;
+  out?: string;
 }
 
 /** Class names from a JSON file: an array of strings, or `{ classes: [...] }` as finetune's classes.json. */
@@ -33,6 +39,16 @@ function readLabels(file: string): string[] {
     throw new UsageError(`--labels '${file}' must hold a non-empty JSON array of class names (strings)`);
   }
   return list as string[];
+}
+
+/** --out: a file path in an existing folder, not the served model itself. */
+function checkOut(out: string, model: string): string {
+  if (path.resolve(out) === path.resolve(model)) throw new UsageError(`--out '${out}' is the served model file: fine-tunes never overwrite it; name another file`);
+  const st = fs.statSync(out, { throwIfNoEntry: false });
+  if (st?.isDirectory()) throw new UsageError(`--out '${out}' is a folder: name the file to save the fine-tuned model to`);
+  const dir = path.dirname(path.resolve(out));
+  if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--out '${out}': the folder '${dir}' does not exist`);
+  return out;
 }
 
 /**
@@ -53,6 +69,7 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   const size = o.size === undefined ? undefined : parseNumber(o.size, '--size', true, { atLeast: 8 });
   const given = o.labels === undefined ? undefined : readLabels(o.labels);
   requireFile(file, 'model');
+  const out = o.out === undefined ? undefined : checkOut(o.out, file);
 
   const model = await loadModel(file, 'cpu');
   let predictor: Predictor;
@@ -71,9 +88,16 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   } finally {
     model.dispose();
   }
+  const transform = size === undefined ? undefined : imagenet({ train: false, size });
+  // The user's model file is never written: a swapped-in fine-tune is saved to --out, if given.
+  const finetune = finetuneRoute(predictor, {
+    model: file, transform, labels,
+    onSwap: out === undefined ? undefined : async (m) => { await m.save(out); console.log(`fine-tuned weights saved to ${out}`); },
+  });
   const server = createService(predictor, {
-    transform: size === undefined ? undefined : imagenet({ train: false, size }),
-    labels, topk, warn: warnLine,
+    transform, labels, topk, warn: warnLine,
+    routes: { 'POST /finetune': finetune.handler },
+    status: () => ({ finetune: finetune.status() }),
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -86,7 +110,7 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   }
   const address = server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  console.log(`serving ${file} on http://${shown}:${address.port} (POST /predict with an image, GET /status)`);
+  console.log(`serving ${file} on http://${shown}:${address.port} (POST /predict with an image, POST /finetune { dir }, GET /status)`);
 
   // Answers the requests already made, then frees the predictor; the process then has nothing left to wait for.
   await new Promise<void>((resolve) => {
@@ -99,5 +123,6 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
+  await finetune.job();
   await predictor.close();
 }

@@ -8,5 +8,7 @@
 export { Predictor } from './predictor';
 export { imageInput } from './image';
 export { createService, HttpError, readBody } from './http';
+export { finetuneRoute } from './finetune';
+export type { FinetuneStatus, FinetuneRouteOptions, FinetuneRoute } from './finetune';
 export type { ServiceOptions, RouteHandler } from './http';
 export type { PredictorOptions, PredictorInput, PredictorStats, Classification } from './predictor';

@@ -156,3 +156,12 @@ export function snapshot(root: string): Record<string, string> {
   walk(root);
   return out;
 }
+
+/** An ImageFolder of flat colours (one per class, `n` PNGs each, slightly darker by index): an easy task to fine-tune on. */
+export async function colourFolders(root: string, classes: readonly string[], n = 10, size = 36): Promise<void> {
+  const colours = [[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20], [20, 230, 230], [230, 20, 230]];
+  for (const [c, name] of classes.entries()) {
+    fs.mkdirSync(path.join(root, name), { recursive: true });
+    for (let i = 0; i < n; i++) await writeImage(path.join(root, name, `${i}.png`), solid(size, size, colours[c % colours.length].map((v) => v - 2 * i)), 'png');
+  }
+}
