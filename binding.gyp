@@ -3,11 +3,12 @@
     {
       "target_name": "finetorch",
       "sources": [
-        "native/addon.cc", "native/amp.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/device.cc", "native/executor.cc", "native/generic_step.cc", "native/lora.cc", "native/malloc_tuning.cc", "native/memory_stats.cc", "native/optimizer.cc", "native/predictor.cc", "native/runtime.cc", "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc", "native/train_step.cc"
+        "native/addon.cc", "native/amp.cc", "native/blas.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/device.cc", "native/executor.cc", "native/generic_step.cc", "native/lora.cc", "native/malloc_tuning.cc", "native/memory_stats.cc", "native/optimizer.cc", "native/predictor.cc", "native/runtime.cc", "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc", "native/train_step.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node scripts/find-libtorch --include)"
+        "<!@(node scripts/find-libtorch --include)",
+        "native/shim"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],

@@ -34,6 +34,12 @@ export const ERROR_CODES = {
   FINETORCH_TORCH: 'another libtorch error',
   /** Any other native error. */
   FINETORCH_NATIVE: 'another native error',
+  /**
+   * torch.distributed: a bad launch (missing RANK, WORLD_SIZE mismatch, unreachable or busy
+   * MASTER_PORT), models that differ across ranks, or a collective that failed because a rank was
+   * lost (the message names it).
+   */
+  FINETORCH_DISTRIBUTED: 'a distributed launch or collective failed',
 } as const;
 
 /** One of `ERROR_CODES`' keys. */

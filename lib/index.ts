@@ -12,7 +12,7 @@ export { tensor, zeros, ones, empty, full, rand, randn, randint, arange } from '
 export type { TensorOptions, TensorLike } from './creation';
 export { tidy, keep, memory } from './memory';
 export type { MemoryInfo } from './memory';
-export { manualSeed, setNumThreads, getNumThreads, version, cuda, backends } from './runtime';
+export { manualSeed, setNumThreads, getNumThreads, setTrainingPriority, version, cuda, backends } from './runtime';
 export type { DType } from './native';
 export { noGrad, enableGrad, inferenceMode, type GradMode } from './autograd';
 export { ERROR_CODES, type ErrorCode, type FinetorchError } from './errors';
@@ -25,3 +25,4 @@ export * as transforms from './transforms';
 export * as report from './report';
 export * as serving from './serving';
 export * as peft from './peft';
+export * as distributed from './distributed';

@@ -143,6 +143,8 @@ export interface Binding {
   cudaDeviceCount(): number;
   manualSeed(seed: number): Promise<void>;
   setNumThreads(n: number): Promise<void>;
+  /** The nice value of the executor thread and its intra-op pool. */
+  setTrainingPriority(nice: number): Promise<void>;
   getNumThreads(): number;
   /** Attaches a LoRA adapter to the named Linear/Conv2d layers (A kaiming-uniform or gaussian, B zeros). */
   loraAttach(module: NativeModule, targets: string[], options: { rank: number; alpha: number; dropout: number; init: string }): Promise<void>;
@@ -159,6 +161,23 @@ export interface Binding {
   cudaSynchronize(): Promise<void>;
   cudaMemory(device: number): { allocated: number; reserved: number; peak: number } | null;
   cudaEmptyCache(): Promise<boolean>;
+  /** torch.distributed's process group (c10d TCPStore + ProcessGroupGloo); see native/distributed.h. */
+  distInit(options: { addr: string; port: number; rank: number; worldSize: number; timeoutMs: number; iface?: string }): Promise<void>;
+  distDestroy(): Promise<void>;
+  distAllReduce(tensor: NativeTensor, op: 'sum' | 'product' | 'min' | 'max' | 'avg'): Promise<void>;
+  distBroadcast(tensor: NativeTensor, src: number): Promise<void>;
+  distAllGather(tensor: NativeTensor): Promise<NativeTensor[]>;
+  distBarrier(): Promise<void>;
+  /** DistributedDataParallel's c10d Reducer over trainable parameters; see native/ddp.h. */
+  Reducer: new (params: NativeTensor[], names: string[], buffers: NativeTensor[], options: { bucketCapMB: number; broadcastBuffers: boolean }) => NativeReducer;
+}
+
+/** The raw Reducer handle (native/ddp.h). */
+export interface NativeReducer {
+  setup(): Promise<void>;
+  prepare(sync: boolean): Promise<void>;
+  syncGradients(): Promise<void>;
+  dispose(): void;
 }
 
 const root = path.resolve(__dirname, '..');

@@ -32,6 +32,13 @@
 #define FT_ADAMW_LERP 1
 #endif
 
+// c10d in libtorch 2.x splits a ProcessGroup (what collectives and the Reducer take) from the
+// Backend that runs them (ProcessGroupGloo is a Backend there); in 1.13 ProcessGroupGloo is itself
+// the ProcessGroup. distributed.cc builds the group one way or the other.
+#if FT_TORCH_AT_LEAST(2, 0)
+#define FT_C10D_BACKEND 1
+#endif
+
 namespace finetorch {
 
 // Grad-mode guards live in c10 in every supported version; libtorch 2.x no longer re-exports

@@ -2,15 +2,23 @@
 
 #include <ATen/Parallel.h>
 
+#include <atomic>
 #include <future>
 
 namespace finetorch {
+
+namespace {
+std::atomic<TaskErrorFilter> errorFilter{nullptr};
+}  // namespace
+
+void SetTaskErrorFilter(TaskErrorFilter filter) { errorFilter.store(filter); }
 
 void Task::Run() {
   try {
     Compute();
   } catch (...) {
-    error_ = std::current_exception();
+    TaskErrorFilter filter = errorFilter.load();
+    error_ = filter ? filter(std::current_exception()) : std::current_exception();
   }
 }
 

@@ -12,6 +12,12 @@
 
 namespace finetorch {
 
+// Rewrites a task's exception on the executor thread before it reaches JS (distributed.cc turns a
+// failed collective into an error naming the lost rank, whichever task ran it: a backward, a
+// fused step, an all-reduce). Set once; nullptr keeps exceptions as they are.
+using TaskErrorFilter = std::exception_ptr (*)(std::exception_ptr);
+void SetTaskErrorFilter(TaskErrorFilter filter);
+
 // A unit of work: Compute() runs on the executor thread, Complete() on the JS thread.
 class Task {
  public:

@@ -85,4 +85,18 @@ program.command('demo')
   .option('--no-progress', 'no progress bars')
   .action(run((o) => (require('./demo') as typeof import('./demo')).demo({ out: o.out, epochs: o.epochs ? Number(o.epochs) : undefined, perClass: o.perClass ? Number(o.perClass) : undefined, progress: o.progress === false ? false : undefined })));
 
+program.enablePositionalOptions();  // so `launch` passes the script's own options through
+program.command('launch <script> [args...]')
+  .description('run a training script as several torch.distributed ranks, as torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ... set for each)')
+  .option('--nproc-per-node <n>', 'ranks on this machine (default 1)')
+  .option('--nnodes <n>', 'machines taking part (default 1)')
+  .option('--node-rank <r>', 'this machine\'s index in [0, nnodes) (default 0)')
+  .option('--master-addr <address>', 'address of the node with rank 0 (default 127.0.0.1)')
+  .option('--master-port <port>', 'a free port on the master node (default 29500)')
+  .option('--grace-ms <ms>', 'after a rank fails, how long the others get to fail on their own before they are ended (default 30000)')
+  .passThroughOptions()
+  .action(run(async (script, args, o) => {
+    process.exitCode = await (require('./launch') as typeof import('./launch')).launch(script, args, o);
+  }));
+
 program.parseAsync(process.argv);

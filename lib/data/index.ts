@@ -21,3 +21,5 @@ export type { ImageFolderOptions, ImageFolderReport, DuplicateImage } from './im
 export { FashionMNIST } from './fashion_mnist';
 export type { FashionMNISTOptions } from './fashion_mnist';
 export { Rng } from './random';
+export { DistributedSampler } from './distributed_sampler';
+export type { DistributedSamplerOptions, Sampler } from './distributed_sampler';

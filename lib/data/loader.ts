@@ -13,6 +13,7 @@ import {
   checkDataset, numel, prepareSample, SkippedSampleError,
   type DatasetLike, type HostData, type HostDataConstructor, type ItemContext, type PreparedSample, type RowSource, type Sample,
 } from './dataset';
+import type { Sampler } from './distributed_sampler';
 import { randomSeed, Rng } from './random';
 
 /** Options of a DataLoader. */
@@ -21,6 +22,11 @@ export interface DataLoaderOptions<T, I extends ModelInput = Tensor> {
   batchSize?: number;
   /** A new random order every epoch (default false: dataset order). */
   shuffle?: boolean;
+  /**
+   * Which indices each epoch reads, in order (a `DistributedSampler`: this rank's share); the
+   * loader's epoch (`setEpoch`) is passed on to it. Excludes `shuffle` (the sampler shuffles).
+   */
+  sampler?: Sampler;
   /** Fixes the shuffle and the random transforms: epoch `e` of seed `s` is the same in every run. */
   seed?: number;
   /** Drop the last batch when it has fewer than `batchSize` samples (default false). */
@@ -137,6 +143,16 @@ function dispose(b: Batch<ModelInput> | null): void {
 }
 
 /** A sample that is not one array and a class index: several inputs, named inputs, or an array target. */
+function checkSampler(sampler: unknown, shuffle: boolean): Sampler | undefined {
+  if (sampler === undefined) return undefined;
+  const s = sampler as Sampler;
+  if (s === null || typeof s !== 'object' || typeof s.indices !== 'function' || typeof s.setEpoch !== 'function' || !Number.isSafeInteger(s.length)) {
+    throw new TypeError('DataLoader: sampler must be a sampler such as data.DistributedSampler (length, setEpoch(epoch), indices())');
+  }
+  if (shuffle) throw new TypeError('DataLoader: sampler and shuffle exclude each other (the sampler decides the order: DistributedSampler has its own shuffle option)');
+  return s;
+}
+
 function isStructured(s: unknown): boolean {
   if (!s || typeof s !== 'object') return false;
   const { input, target } = s as { input?: unknown; target?: unknown };
@@ -166,6 +182,8 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
   readonly dataset: DatasetLike<T>;
   readonly batchSize: number;
   readonly shuffle: boolean;
+  /** The sampler given in the options, if any. */
+  readonly sampler: Sampler | undefined;
   /** The seed in use (a random one when none was given). */
   readonly seed: number;
   readonly dropLast: boolean;
@@ -180,12 +198,13 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
   constructor(dataset: DatasetLike<T>, options: DataLoaderOptions<T, I> = {}) {
     this.dataset = checkDataset(dataset, 'DataLoader') as DatasetLike<T>;
     if (options === null || typeof options !== 'object') throw new TypeError('DataLoader: options must be an object');
-    const known = ['batchSize', 'shuffle', 'seed', 'dropLast', 'prefetch', 'pinMemory', 'collate', 'padValue'];
+    const known = ['batchSize', 'shuffle', 'sampler', 'seed', 'dropLast', 'prefetch', 'pinMemory', 'collate', 'padValue'];
     for (const k of Object.keys(options)) {
       if (!known.includes(k)) throw new TypeError(`DataLoader: unknown option '${k}' (known: ${known.join(', ')})`);
     }
     this.batchSize = check.integer(options.batchSize ?? 1, 'DataLoader: batchSize', 1);
     this.shuffle = check.boolean(options.shuffle ?? false, 'DataLoader: shuffle');
+    this.sampler = checkSampler(options.sampler, this.shuffle);
     this.seed = options.seed === undefined ? randomSeed() : check.integer(options.seed, 'DataLoader: seed', 0, Number.MAX_SAFE_INTEGER);
     this.dropLast = check.boolean(options.dropLast ?? false, 'DataLoader: dropLast');
     this.prefetch = check.integer(options.prefetch ?? 2, 'DataLoader: prefetch', 0);
@@ -198,7 +217,7 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
 
   /** Batches per epoch. */
   get length(): number {
-    const n = this.dataset.length;
+    const n = this.sampler?.length ?? this.dataset.length;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 
@@ -222,6 +241,10 @@ export class DataLoader<T = Sample, I extends ModelInput = Tensor> implements As
 
   /** The dataset indices of epoch `epoch`, in the order they are batched. */
   order(epoch: number): Uint32Array {
+    if (this.sampler) {
+      this.sampler.setEpoch(epoch);
+      return this.sampler.indices();
+    }
     const n = this.dataset.length;
     if (this.shuffle) return new Rng(this.seed, SHUFFLE, epoch).permutation(n);
     const out = new Uint32Array(n);

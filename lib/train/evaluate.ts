@@ -6,7 +6,9 @@
  * and MAE.
  */
 import { inferenceMode } from '../autograd';
+import { sumAcrossRanks } from '../distributed';
 import type { ScriptModule } from '../jit/module';
+import { DistributedDataParallel } from '../nn/parallel/distributed';
 import { CrossEntropyLoss } from '../nn/loss';
 import { BCEWithLogitsLoss } from '../nn/losses';
 import type { Tensor } from '../tensor';
@@ -90,8 +92,14 @@ function taskOf(lossFn: FitLoss): EvaluateTask {
  * const { accuracy, top5, confusion } = await finetorch.train.evaluate(model, valLoader);
  * const { multilabel } = await finetorch.train.evaluate(tagger, val, { loss: new torch.nn.BCEWithLogitsLoss() });
  * console.log(multilabel!.meanAP, multilabel!.perLabel.map((l) => l.f1));
+ * // under DistributedDataParallel every rank evaluates its share and reports the global figures:
+ * const global = await finetorch.train.evaluate(ddp, new data.DataLoader(valSet, { batchSize: 64, sampler }));
  */
-export async function evaluate(model: ScriptModule, loader: BatchSource, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+export async function evaluate(modelOrDdp: ScriptModule | DistributedDataParallel, loader: BatchSource, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+  // Under DDP each rank sees its share; loss, sample counts, class counts and regression errors are
+  // summed across ranks (multi-label scores stay per rank: average precision needs every score).
+  const ddp = modelOrDdp instanceof DistributedDataParallel;
+  const model = modelOrDdp instanceof DistributedDataParallel ? modelOrDdp.module : modelOrDdp;
   checkLoss(options.loss, 'evaluate');
   checkOutputChoice(options.output, 'evaluate');
   const threshold = options.threshold ?? 0.5;
@@ -142,6 +150,10 @@ export async function evaluate(model: ScriptModule, loader: BatchSource, options
     }
   } finally {
     if (wasTraining) model.train();
+  }
+  if (ddp) {
+    await classes.reduce(sumAcrossRanks);
+    [lossSum, samples, sqErr, absErr, elements] = await sumAcrossRanks([lossSum, samples, sqErr, absErr, elements]);
   }
   if (samples === 0) throw new Error('evaluate: the loader yielded no samples');
   const result: EvaluateResult = { task, loss: lossSum / samples, samples, ...classes.result() };

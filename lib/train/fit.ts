@@ -11,6 +11,8 @@ import type { FinetorchError } from '../errors';
 import type { ScriptModule } from '../jit/module';
 import type { NamePattern } from '../jit/patterns';
 import { native } from '../native';
+import { getRank } from '../distributed';
+import { DistributedDataParallel } from '../nn/parallel/distributed';
 import { Tensor } from '../tensor';
 import { CrossEntropyLoss } from '../nn/loss';
 import { LOSS_KIND } from '../nn/losses';
@@ -198,12 +200,15 @@ async function applyStage(model: ScriptModule, optimizer: Optimizer, stage: Stag
  *   loss: new torch.nn.BCEWithLogitsLoss(),
  * });
  */
-export async function fit(model: ScriptModule, options: FitOptions): Promise<History> {
-  validate(model, options);
-  return model.exclusive(() => trainLoop(model, options));
+export async function fit(model: ScriptModule | DistributedDataParallel, options: FitOptions): Promise<History> {
+  // A DistributedDataParallel trains its module; it only adds the gradient all-reduce to each step.
+  const ddp = model instanceof DistributedDataParallel ? model : undefined;
+  const m = ddp?.module ?? (model as ScriptModule);
+  validate(m, options);
+  return m.exclusive(() => trainLoop(m, options, ddp));
 }
 
-async function trainLoop(model: ScriptModule, options: FitOptions): Promise<History> {
+async function trainLoop(model: ScriptModule, options: FitOptions, ddp?: DistributedDataParallel): Promise<History> {
   const { optimizer, scheduler, epochs } = options;
   const lossFn = options.loss ?? new CrossEntropyLoss();
   // The fused native step handles one input tensor, one output tensor and every built-in loss
@@ -232,7 +237,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
   const progress = makeProgress(options.progress);
   const ckpt = options.checkpoint;
   const save = async (at: TrainingPosition = pos) => {
-    if (!ckpt) return;
+    if (!ckpt || (ddp && getRank() !== 0)) return;  // every rank holds the same weights: rank 0 writes them
     const file = await saveCheckpoint(ckpt.dir, model, optimizer, scheduler, at, history.epochs, ckpt.keep ?? 2);
     await options.callbacks?.onCheckpoint?.({ path: file, globalStep: at.globalStep });
   };
@@ -264,6 +269,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       let r: { loss: number; correct: number; total: number };
       try {
         const doStep = (pending + 1) % accum === 0;
+        if (ddp) await ddp.beforeStep(doStep);
         if (fused && fused.reduction !== 0 && b.input instanceof Tensor && (fused.lossKind !== LOSS_KIND.crossEntropy || b.target.dtype === 'int64')) {
           if (b.input.shape[0] !== b.target.shape[0]) {
             throw new Error(`inputs and labels disagree: ${b.input.shape[0]} inputs (shape [${b.input.shape}]) but ${b.target.shape[0]} labels`);
@@ -314,6 +320,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       if (ckpt?.everySteps && pos.globalStep % ckpt.everySteps === 0) await save();
     }
     if (pending > 0) {
+      if (ddp) await ddp.syncGradients();
       // The epoch ended inside an accumulation window: apply what was accumulated through the same
       // update as every other step (fp16 unscale and overflow skip, clipping), not a bare step().
       const t = await native.applyStep(optimizer.handle, { clipNorm: options.clipGradNorm ?? 0, amp });
@@ -327,7 +334,7 @@ async function trainLoop(model: ScriptModule, options: FitOptions): Promise<Hist
       lr: lrs(), time, samplesPerSec: samples / time, samples, skippedSteps: skipped,
     };
     if (options.val) {
-      const v = await evaluate(model, options.val, { loss: lossFn, keepBatches: keep, output: options.output });
+      const v = await evaluate(ddp ?? model, options.val, { loss: lossFn, keepBatches: keep, output: options.output });
       Object.assign(record, { valLoss: v.loss, valAccuracy: v.accuracy, valTop5: v.top5 });
       history.lastValidation = v;
     }

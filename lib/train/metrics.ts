@@ -62,6 +62,17 @@ export class ClassCounts {
     return counted;
   }
 
+  /**
+   * @internal Sums these counts with every rank's (evaluate under DistributedDataParallel), through
+   * `sum`, which all-reduces a list of numbers; all ranks must have seen the same class count.
+   */
+  async reduce(sum: (values: number[]) => Promise<number[]>): Promise<void> {
+    const C = this.confusion.length;
+    const v = await sum([this.correct, this.topCorrect, this.samples, ...this.confusion.flat()]);
+    [this.correct, this.topCorrect, this.samples] = v;
+    this.confusion = Array.from({ length: C }, (_, r) => v.slice(3 + r * C, 3 + (r + 1) * C));
+  }
+
   result(): { accuracy: number; topk: number; k: number; top5: number; confusion: number[][]; perClass: { precision: number; recall: number; support: number }[] } {
     const { confusion } = this;
     const perClass = confusion.map((row, c) => {

@@ -1,0 +1,3 @@
+/** `torch.nn.parallel`: data-parallel training over `torch.distributed`. */
+export { DistributedDataParallel } from './distributed';
+export type { DistributedDataParallelOptions } from './distributed';

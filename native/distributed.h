@@ -1,0 +1,53 @@
+// The process group of torch.distributed: c10d's TCPStore (rendezvous) and ProcessGroupGloo
+// (collectives), one per process as PyTorch's default group. Collectives run on the executor, so
+// the event loop never waits for another rank; a collective that fails because a rank died or hung
+// becomes a FINETORCH_DISTRIBUTED error naming that rank.
+#pragma once
+
+#include "common.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace finetorch {
+
+struct DistGroup {
+  int rank = 0;
+  int size = 1;
+  std::string addr;
+  int port = 0;
+  std::chrono::milliseconds timeout{0};
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  // Liveness: every rank bumps its counter in the store from a thread of its own (with a store
+  // client of its own); a failed collective looks for the counters that stopped.
+  c10::intrusive_ptr<c10d::TCPStore> heartbeatStore;
+  std::thread heartbeat;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  ~DistGroup();
+};
+
+// The group initProcessGroup made; throws FINETORCH_DISTRIBUTED when there is none.
+std::shared_ptr<DistGroup> CurrentGroup(const std::string& what);
+
+// distInit({ addr, port, rank, worldSize, timeoutMs, iface }): Promise<void>
+Napi::Value DistInit(const Napi::CallbackInfo& info);
+// distDestroy(): Promise<void>
+Napi::Value DistDestroy(const Napi::CallbackInfo& info);
+// distAllReduce(tensor, op: 'sum' | 'product' | 'min' | 'max' | 'avg'): Promise<void> (in place)
+Napi::Value DistAllReduce(const Napi::CallbackInfo& info);
+// distBroadcast(tensor, src): Promise<void> (in place)
+Napi::Value DistBroadcast(const Napi::CallbackInfo& info);
+// distAllGather(tensor): Promise<Tensor[]>
+Napi::Value DistAllGather(const Napi::CallbackInfo& info);
+// distBarrier(): Promise<void>
+Napi::Value DistBarrier(const Napi::CallbackInfo& info);
+
+}  // namespace finetorch
