@@ -8,17 +8,43 @@ function loadAverage() {
 }
 
 /**
- * The environment of the PyTorch side. finetorch raises glibc malloc's mmap/trim thresholds when
- * it loads (torch.backends.malloc.tuning); `same` gives the Python process the same settings
- * through glibc's environment variables, to see how much of a difference is that alone.
- * @param {typeof import('../dist')} torch @param {boolean} same
+ * The environment of the PyTorch side, to see how much of a difference one of finetorch's
+ * process-wide settings makes alone:
+ * - sameMalloc: finetorch raises glibc malloc's mmap/trim thresholds when it loads
+ *   (torch.backends.malloc.tuning); the Python process gets them through glibc's variables.
+ * - sameGemm: finetorch routes libtorch's float32 GEMM (`sgemm_`) to oneDNN (native/blas.cc); the
+ *   Python process gets the same file, compiled here with the system's c++, through LD_PRELOAD.
+ * @param {typeof import('../dist')} torch @param {boolean | { sameMalloc?: boolean, sameGemm?: boolean }} same
+ *   (a boolean: sameMalloc)
  * @returns {NodeJS.ProcessEnv}
  */
 function pythonEnv(torch, same) {
-  if (!same) return process.env;
-  const t = torch.backends.malloc.tuning;
-  if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');
-  return { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) };
+  const { sameMalloc, sameGemm } = typeof same === 'boolean' ? { sameMalloc: same } : same;
+  const env = { ...process.env };
+  if (sameMalloc) {
+    const t = torch.backends.malloc.tuning;
+    if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');
+    Object.assign(env, { MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) });
+  }
+  if (sameGemm) env.LD_PRELOAD = [gemmShim(), env.LD_PRELOAD].filter(Boolean).join(':');
+  return env;
+}
+
+/** native/blas.cc as a shared library of its own (built once per source version), for LD_PRELOAD. */
+function gemmShim() {
+  const fs = require('fs');
+  const path = require('path');
+  const { execFileSync } = require('child_process');
+  const src = path.join(__dirname, '..', 'native', 'blas.cc');
+  const so = path.join(os.tmpdir(), `finetorch-bench-gemm-${Math.round(fs.statSync(src).mtimeMs)}.so`);
+  if (!fs.existsSync(so)) {
+    try {
+      execFileSync('c++', ['-O2', '-shared', '-fPIC', '-o', so, src, '-ldl'], { stdio: 'pipe' });
+    } catch (e) {
+      throw new Error(`--same-gemm: could not compile native/blas.cc with c++: ${(e.stderr || e.message).toString().trim().split('\n')[0]}`);
+    }
+  }
+  return so;
 }
 
 module.exports = { loadAverage, pythonEnv };

@@ -10,11 +10,14 @@
  * temporary folder and both sides load that file. Each thread count runs finetorch, then PyTorch,
  * one after the other; the test accuracy after training (not timed) shows both learned the same.
  *
- *   node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc]
+ *   node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm]
  *
  * --steps caps the steps of each epoch (0: the whole epoch, 938 steps). --threads defaults to the
- * machine's cores and 1. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
- * ($FINETORCH_PYTHON, else /usr/bin/python3).
+ * machine's cores and 1. --same-malloc and --same-gemm give the PyTorch process finetorch's malloc
+ * tuning and its float32 GEMM (oneDNN's, native/blas.cc, through LD_PRELOAD; needs a c++ compiler):
+ * with --same-gemm both sides run the same kernels and the ratio is the overhead alone. Needs
+ * dist/ (npm run build:ts) and a Python with torch and torchvision ($FINETORCH_PYTHON, else
+ * /usr/bin/python3).
  */
 'use strict';
 const fs = require('fs');
@@ -25,7 +28,7 @@ const { benchOptions } = require('./args');
 const { runPythonFile } = require('../scripts/python');
 const { loadAverage, pythonEnv } = require('./machine');
 
-const USAGE = 'node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc]';
+const USAGE = 'node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm]';
 const { data, train } = torch;
 
 // Scripts the MLP and lays the IDX files out as torchvision's FashionMNIST reads them (root/FashionMNIST/raw).
@@ -124,8 +127,9 @@ async function finetorchRun(file, root, threads, o) {
     batch: { type: 'int', default: 64 },
     threads: { type: 'ints', default: [...new Set([os.availableParallelism(), 1])] },
     'same-malloc': { type: 'flag' },
+    'same-gemm': { type: 'flag' },
   }, USAGE);
-  const env = pythonEnv(torch, o.sameMalloc);
+  const env = pythonEnv(torch, o);
   const src = data.FashionMNIST.defaultRoot;
   const defaultThreads = torch.getNumThreads();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-small-'));
@@ -136,7 +140,9 @@ async function finetorchRun(file, root, threads, o) {
       `${o.epochs} epoch(s)${o.steps ? ` of at most ${o.steps} steps` : ''}, shuffled`);
     console.log(`# ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} CPUs; libtorch ${torch.version.libtorch} ` +
       `(default intra-op threads here: ${defaultThreads}), PyTorch ${pyVersion}; node ${process.version}; ` +
-      `malloc: PyTorch ${o.sameMalloc ? "finetorch's tuning (--same-malloc)" : "glibc's defaults"}\n`);
+      `PyTorch's malloc: ${o.sameMalloc ? "finetorch's tuning (--same-malloc)" : "glibc's defaults"}; ` +
+      `float32 GEMM: finetorch ${process.env.FINETORCH_ONEDNN_GEMM === '0' ? 'the system BLAS (FINETORCH_ONEDNN_GEMM=0)' : "oneDNN's where libtorch calls the system BLAS"}, ` +
+      `PyTorch ${o.sameGemm ? "the same (--same-gemm)" : 'the system BLAS'}\n`);
     const rows = [];
     for (const threads of o.threads) {
       const loadBefore = loadAverage();
