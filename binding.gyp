@@ -13,7 +13,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "<!@(node scripts/find-libtorch --cxxflags)"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fopenmp", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "<!@(node scripts/find-libtorch --cxxflags)"],
       "ldflags": [
         "-Wl,--no-as-needed",
         "-L<!(node scripts/find-libtorch --libdir)",

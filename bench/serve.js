@@ -5,14 +5,15 @@
  * the same file from Python (a plain loop over the torch.jit.load'ed model, same threads).
  *
  *   node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1]
- *                       [--train-batch 32] [--train-size 112] [--clients 16]
+ *                       [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; every side loads that file. Requests: single [3, size, size] float32 images.
  *   idle:           `requests` sequential predicts (maxBatch 1), after 3 untimed ones.
  *   while training: train.fit runs on another resnet18 (batch `train-batch`, `train-size` images,
  *                   AdamW, torch.setNumThreads(train-threads)); sequential predicts meanwhile.
- *                   Training throughput is measured alone first, then while serving.
+ *                   Training throughput is measured alone first, then while serving; then
+ *                   again with training's threads at nice `training-nice` (setTrainingPriority).
  *   batching:       `clients` concurrent clients, each sending requests back to back, with
  *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off).
  *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images.
@@ -25,22 +26,14 @@ const os = require('os');
 const path = require('path');
 const torch = require('../dist');
 
-function parseArgs(argv) {
-  const opts = { requests: 40, size: 224, threads: 1, trainThreads: 1, trainBatch: 32, trainSize: 112, clients: 16 };
-  const names = { '--requests': 'requests', '--size': 'size', '--threads': 'threads', '--train-threads': 'trainThreads', '--train-batch': 'trainBatch', '--train-size': 'trainSize', '--clients': 'clients' };
-  for (let i = 0; i < argv.length; i++) {
-    const [key, inline] = argv[i].split('=');
-    if (key === '-h' || key === '--help') {
-      console.log('usage: node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1] [--train-batch 32] [--train-size 112] [--clients 16]');
-      process.exit(0);
-    }
-    if (!names[key]) throw new Error(`unknown option ${argv[i]} (see --help)`);
-    const n = Number(inline !== undefined ? inline : argv[++i]);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${key} must be a positive integer`);
-    opts[names[key]] = n;
-  }
-  return opts;
-}
+const { benchOptions } = require('./args');
+
+const USAGE = 'node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1] [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10]';
+const parseArgs = (argv) => benchOptions(argv, {
+  requests: { type: 'int', default: 40 }, size: { type: 'int', default: 224 }, threads: { type: 'int', default: 1 },
+  'train-threads': { type: 'int', default: 1 }, 'train-batch': { type: 'int', default: 32 }, 'train-size': { type: 'int', default: 112 },
+  clients: { type: 'int', default: 16 }, 'training-nice': { type: 'int', default: 10, min: 0 },
+}, USAGE);
 
 const { runPythonFile } = require('../scripts/python');
 
@@ -137,12 +130,21 @@ async function main() {
   const trainSteps = 4;
   await trainLoop(trainModel, o, 1);  // warm-up
   const aloneSps = await trainLoop(trainModel, o, trainSteps);
-  let training = true;
-  let servingSps = 0;
-  const fitting = trainLoop(trainModel, o, trainSteps).then((sps) => { servingSps = sps; training = false; });
-  const busy = percentiles(await sequential(predictor, o.size, 5, () => !training));
-  await fitting;
-  rows.push([`finetorch Predictor, while fit trains (${fmt(aloneSps)} -> ${fmt(servingSps)} samples/s)`, fmt(busy.p50), fmt(busy.p99), '']);
+  // While fit trains: first at the default priority, then with training's threads at nice
+  // `trainingNice` (torch.setTrainingPriority, as finetorch serve does), in that order (going back
+  // up needs privileges).
+  const whileTraining = async (label) => {
+    let training = true;
+    let servingSps = 0;
+    const fitting = trainLoop(trainModel, o, trainSteps).then((sps) => { servingSps = sps; training = false; });
+    const lat = percentiles(await sequential(predictor, o.size, 5, () => !training));
+    await fitting;
+    rows.push([`finetorch Predictor, while fit trains${label} (${fmt(aloneSps)} -> ${fmt(servingSps)} samples/s)`, fmt(lat.p50), fmt(lat.p99), '']);
+    return lat;
+  };
+  const busy = await whileTraining('');
+  await torch.setTrainingPriority(o.trainingNice);
+  const niced = await whileTraining(`, training at nice ${o.trainingNice}`);
   await predictor.close();
 
   const total = Math.max(o.requests, 2 * o.clients);
@@ -169,7 +171,7 @@ async function main() {
     `(batch ${o.trainBatch} at ${o.trainSize}x${o.trainSize}); libtorch ${torch.version.libtorch}, Python torch ${pyVersion}, ${os.cpus().length} cores\n`);
   console.log('| case | p50 ms | p99 ms | requests/s |\n| --- | --- | --- | --- |');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x; PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'}`);
+  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x (training at nice ${o.trainingNice}: ${(niced.p99 / idle.p99).toFixed(2)}x); PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'}`);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -28,6 +28,23 @@ export function setNumThreads(n: number): Promise<void> {
   return native.setNumThreads(n);
 }
 
+/**
+ * Lowers (or, with the privilege, raises) the OS priority of the threads that train: the executor
+ * that runs `fit`, tensor ops and `evaluate`, and its intra-op pool (and the pool's later threads,
+ * after `setNumThreads`). `nice` is Linux's nice value, -20 (first) to 19 (last); 0 is the default.
+ * For a process that serves while it trains: a `serving.Predictor` runs on threads of its own, so
+ * with training at nice 10 requests get the CPU first when there are fewer cores than busy
+ * threads, and training takes what is left (`finetorch serve` does this for POST /finetune).
+ * Going back below the current value needs CAP_SYS_NICE (an Error otherwise).
+ *
+ * @example
+ * await torch.setTrainingPriority(10);   // serving first, training in the gaps
+ */
+export function setTrainingPriority(nice: number): Promise<void> {
+  check.integer(nice, 'setTrainingPriority(): nice', -20, 19);
+  return native.setTrainingPriority(nice);
+}
+
 /** libtorch's intra-op thread count. @example console.log(torch.getNumThreads()); */
 export function getNumThreads(): number {
   return native.getNumThreads();

@@ -1,7 +1,9 @@
 // Registers every native concept. Context-aware: each Node environment (the main thread or a
 // worker_threads Worker) gets its own AddonData and executor thread.
 #include "collate.h"
+#include "ddp.h"
 #include "device.h"
+#include "distributed.h"
 #include "executor.h"
 #include "generic_step.h"
 #include "lora.h"
@@ -53,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("manualSeed", Napi::Function::New(env, ManualSeed));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
+  exports.Set("setTrainingPriority", Napi::Function::New(env, SetTrainingPriority));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("cudnnBenchmark", Napi::Function::New(env, CudnnBenchmark));
   exports.Set("cudaSynchronize", Napi::Function::New(env, CudaSynchronize));
@@ -64,6 +67,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
+  exports.Set("distInit", Napi::Function::New(env, DistInit));
+  exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
+  exports.Set("distAllReduce", Napi::Function::New(env, DistAllReduce));
+  exports.Set("distBroadcast", Napi::Function::New(env, DistBroadcast));
+  exports.Set("distAllGather", Napi::Function::New(env, DistAllGather));
+  exports.Set("distBarrier", Napi::Function::New(env, DistBarrier));
+  exports.Set("Reducer", ReducerWrap::Init(env));
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// Seeds and threads (runtime.cc).
+// Seeds, threads and training's priority (runtime.cc).
 #pragma once
 
 #include "common.h"
@@ -8,5 +8,6 @@ namespace finetorch {
 Napi::Value ManualSeed(const Napi::CallbackInfo& info);
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info);
+Napi::Value SetTrainingPriority(const Napi::CallbackInfo& info);
 
 }  // namespace finetorch

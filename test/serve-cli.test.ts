@@ -132,6 +132,7 @@ test('bad options are one-line errors before the model loads; a port in use is o
       runCli(['serve', 'meta.pt', '--labels', 'nowhere.json'], dir),
       runCli(['serve', 'nowhere.pt'], dir),
       runCli(['serve', 'meta.pt', '--labels', 'two.json'], dir),
+      runCli(['serve', 'meta.pt', '--training-nice', '25'], dir),
       runCli(['serve', 'meta.pt', '--port', port], dir),
     ]);
     const want = [
@@ -141,6 +142,7 @@ test('bad options are one-line errors before the model loads; a port in use is o
       /--labels 'nowhere\.json' does not exist/,
       /model 'nowhere\.pt' does not exist/,
       /--labels 'two\.json' names 2 classes but the model predicts 3/,
+      /--training-nice must be at most 19: got '25'/,
       new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`),
     ];
     runs.forEach((r, i) => {

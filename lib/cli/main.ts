@@ -75,6 +75,7 @@ program.command('serve <model>')
   .option('--max-delay-ms <ms>', 'how long a request waits for company before its batch runs (default 2)')
   .option('--threads <n>', 'intra-op threads of the predictor (default 1)')
   .option('--out <file>', 'where POST /finetune saves the weights it swaps in (default: kept in memory only; never the served file)')
+  .option('--training-nice <n>', 'OS priority (nice, 0-19) of a fine-tune\'s threads, so requests get the CPU first (default 10; 0 shares it equally)')
   .action(run((m, o) => (require('./serve') as typeof import('./serve')).serve(m, o)));
 
 program.command('demo')

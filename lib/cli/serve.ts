@@ -8,6 +8,7 @@ import type { AddressInfo } from 'net';
 import { Predictor } from '../serving/predictor';
 import { createService } from '../serving/http';
 import { finetuneRoute } from '../serving/finetune';
+import { setTrainingPriority } from '../runtime';
 import { imagenet } from '../transforms';
 import { classesBeside, headOutputs, loadModel, parseNumber, requireFile, UsageError, warnLine } from './common';
 
@@ -22,6 +23,7 @@ export interface ServeFlags {
   topk?: string;
   size?: string;
   out?: string;
+  trainingNice?: string;
 }
 
 /** Class names from a JSON file: an array of strings, or `{ classes: [...] }` as finetune's classes.json. */
@@ -70,6 +72,8 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   const given = o.labels === undefined ? undefined : readLabels(o.labels);
   requireFile(file, 'model');
   const out = o.out === undefined ? undefined : checkOut(o.out, file);
+  const trainingNice = parseNumber(o.trainingNice ?? '10', '--training-nice', true, { atLeast: 0 });
+  if (trainingNice > 19) throw new UsageError(`--training-nice must be at most 19: got '${o.trainingNice}'`);
 
   const model = await loadModel(file, 'cpu');
   let predictor: Predictor;
@@ -88,6 +92,8 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   } finally {
     model.dispose();
   }
+  // Requests first: a fine-tune's threads yield the CPU to the predictor's (and to HTTP's).
+  await setTrainingPriority(trainingNice);
   const transform = size === undefined ? undefined : imagenet({ train: false, size });
   // The user's model file is never written: a swapped-in fine-tune is saved to --out, if given.
   const finetune = finetuneRoute(predictor, {
