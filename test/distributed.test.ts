@@ -286,6 +286,8 @@ describe('a world of one, in this process', () => {
     const loss = await new torch.nn.CrossEntropyLoss().forward(await ddp.forward(torch.randn([4, FEATURES])), torch.tensor([0n, 1n, 2n, 3n]));
     await loss.backward();
     expect(await model.parameters()[0].grad()).not.toBeNull();
+    model.freeze('0.*');
+    await expect(ddp.forward(torch.randn([2, FEATURES]))).rejects.toMatchObject({ code: 'FINETORCH_DISTRIBUTED', message: expect.stringMatching(/trainable parameters changed after wrapping/) });
     ddp.dispose();
     model.dispose();
   });

@@ -45,6 +45,7 @@ export class DistributedDataParallel {
   /** Resolves once rank 0's parameters and buffers are on every rank; rejects when the models differ. */
   readonly ready: Promise<void>;
   private readonly reducer: NativeReducer;
+  private readonly reduced: Tensor[];
   private noSyncDepth = 0;
   private disposed = false;
 
@@ -64,6 +65,7 @@ export class DistributedDataParallel {
       throw codedError('FINETORCH_DISTRIBUTED', 'DistributedDataParallel: the model has no trainable parameters (unfreeze some, or add a LoRA adapter, before wrapping)');
     }
     this.module = module;
+    this.reduced = trainable.map(([, t]) => t);
     this.reducer = new native.Reducer(
       trainable.map(([, t]) => t.handle), trainable.map(([n]) => n),
       module.namedBuffers().map(([, t]) => t.handle), { bucketCapMB, broadcastBuffers },
@@ -131,6 +133,12 @@ export class DistributedDataParallel {
    */
   async beforeStep(sync: boolean): Promise<void> {
     if (this.disposed) throw codedError('FINETORCH_DISPOSED', 'DistributedDataParallel: used after dispose()');
+    const now = this.module.parameters({ trainable: true });
+    if (now.length !== this.reduced.length || now.some((t) => !this.reduced.includes(t))) {
+      // Gradients of parameters the Reducer does not know would stay local and the ranks drift apart.
+      throw codedError('FINETORCH_DISTRIBUTED', 'DistributedDataParallel: the trainable parameters changed after wrapping (freeze/unfreeze, stages, replaceHead, lora); ' +
+        'wrap the model again after changing them');
+    }
     await this.ready;
     await this.reducer.prepare(sync);
   }
