@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #ifndef TORCH_VERSION_MAJOR
 #error "libtorch headers without torch/version.h are not supported"
@@ -60,6 +61,20 @@ typename Map::key_type OptimizerStateKey(const Map&, const at::Tensor& p) {
   } else {
     return static_cast<Key>(p.unsafeGetTensorImpl());
   }
+}
+
+// TCPStoreOptions::useLibUV (newer 2.x; true by default since 2.4) asks for the libuv store
+// server, which Debian 13's libtorch is built without ("use_libuv was requested but PyTorch was
+// build without libuv support"); the classic server is in every build. Chosen by whether the
+// member exists, so no version number has to be guessed.
+template <typename Options, typename = void>
+struct HasUseLibUV : std::false_type {};
+template <typename Options>
+struct HasUseLibUV<Options, std::void_t<decltype(std::declval<Options&>().useLibUV)>> : std::true_type {};
+
+template <typename Options>
+void UseClassicTcpStore(Options& o) {
+  if constexpr (HasUseLibUV<Options>::value) o.useLibUV = false;
 }
 
 }  // namespace finetorch

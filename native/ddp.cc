@@ -120,7 +120,7 @@ Napi::Function ReducerWrap::Init(Napi::Env env) {
 ReducerWrap::ReducerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReducerWrap>(info) {
   Napi::Env env = info.Env();
   state_ = std::make_shared<DdpState>();
-  state_->group = Guard(env, "DistributedDataParallel", [] { return CurrentGroup("DistributedDataParallel"); });
+  state_->group = Guard(env, "DistributedDataParallel", [] { return CurrentGroup(); });
   Napi::Array ps = info[0].As<Napi::Array>();
   Napi::Array names = info[1].As<Napi::Array>();
   Napi::Array bs = info[2].As<Napi::Array>();
@@ -138,6 +138,7 @@ Napi::Value ReducerWrap::Setup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = state_;
   return Addon(env).executor->Run(env, "DistributedDataParallel", [s] {
+    CountCollective(*s->group);
     s->Verify();
     NoGradGuard ng;
     std::vector<at::Tensor> all(s->params);
@@ -153,6 +154,7 @@ Napi::Value ReducerWrap::Prepare(const Napi::CallbackInfo& info) {
   bool sync = info[0].ToBoolean();
   return Addon(env).executor->Run(env, "DistributedDataParallel.forward", [s, sync] {
     if (!s->reducer) throw CodedError(kCode, "DistributedDataParallel: used after dispose()");
+    CountCollective(*s->group);
     if (s->broadcastBuffers && !s->buffers.empty()) {
       NoGradGuard ng;
       c10d::broadcast_coalesced(s->group->pg, s->buffers, kBroadcastBytes, 0);
@@ -169,6 +171,7 @@ Napi::Value ReducerWrap::SyncGradients(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = state_;
   return Addon(env).executor->Run(env, "DistributedDataParallel.syncGradients", [s] {
+    CountCollective(*s->group);
     NoGradGuard ng;
     std::vector<at::Tensor> flat;
     for (auto& p : s->params) flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));

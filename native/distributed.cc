@@ -31,6 +31,29 @@ std::string RankList(const std::vector<int>& ranks) {
 }
 
 std::string HeartbeatKey(int rank) { return "finetorch/heartbeat/" + std::to_string(rank); }
+std::string ProgressKey(int rank) { return "finetorch/collectives/" + std::to_string(rank); }
+
+std::vector<uint8_t> Bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+// Every rank alive: the ranks that started fewer collectives than this one never came to it.
+std::string Behind(DistGroup& g) {
+  int64_t mine = g.collectives.load();
+  std::vector<int> behind;
+  std::string detail;
+  for (int r = 0; r < g.size; r++) {
+    if (r == g.rank) continue;
+    auto v = g.store->get(ProgressKey(r));
+    int64_t theirs = std::stoll(std::string(v.begin(), v.end()));
+    if (theirs < mine) {
+      behind.push_back(r);
+      detail += (detail.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " at " + std::to_string(theirs);
+    }
+  }
+  if (behind.empty()) return "every rank's process is alive and reached this collective: the connection between them failed or timed out";
+  return std::string(behind.size() == 1 ? "rank " : "ranks ") + RankList(behind) + (behind.size() == 1 ? " is" : " are") +
+         " alive but did not come to this collective (hung, or out of step: " + detail + " collectives started, this rank " +
+         std::to_string(mine) + ")";
+}
 
 c10::intrusive_ptr<c10d::TCPStore> Connect(const std::string& addr, int port, bool server, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
@@ -38,6 +61,7 @@ c10::intrusive_ptr<c10d::TCPStore> Connect(const std::string& addr, int port, bo
   o.isServer = server;
   o.waitWorkers = false;
   o.timeout = timeout;
+  UseClassicTcpStore(o);
   return c10::make_intrusive<c10d::TCPStore>(addr, o);
 }
 
@@ -61,7 +85,13 @@ std::string Diagnose(DistGroup& g) {
   for (int r = 0; r < g.size; r++) {
     if (r != g.rank && after[r] == before[r]) lost.push_back(r);
   }
-  if (lost.empty()) return "every rank's process is still alive: a rank is hung or out of step (it skipped or added a collective)";
+  if (lost.empty()) {
+    try {
+      return Behind(g);
+    } catch (...) {
+      return "every rank's process is alive: a rank is hung or out of step (it skipped or added a collective)";
+    }
+  }
   return std::string(lost.size() == 1 ? "rank " : "ranks ") + RankList(lost) + (lost.size() == 1 ? " is" : " are") +
          " lost: its process stopped (no heartbeat for " + std::to_string((kHeartbeat * 5).count()) + " ms)";
 }
@@ -98,11 +128,13 @@ std::exception_ptr NameLostRank(std::exception_ptr ex) {
 
 void StartHeartbeat(DistGroup& g) {
   g.heartbeatStore = Connect(g.addr, g.port, false, g.timeout);
+  g.heartbeatStore->set(ProgressKey(g.rank), Bytes("0"));
   g.heartbeatStore->add(HeartbeatKey(g.rank), 1);
   g.heartbeat = std::thread([&g] {
     std::unique_lock<std::mutex> lock(g.mu);
     while (!g.cv.wait_for(lock, kHeartbeat, [&g] { return g.stopping; })) {
       try {
+        g.heartbeatStore->set(ProgressKey(g.rank), Bytes(std::to_string(g.collectives.load())));
         g.heartbeatStore->add(HeartbeatKey(g.rank), 1);
       } catch (...) {
         // rank 0 (the store) is gone; a collective that needs it will say so
@@ -117,7 +149,7 @@ void Rendezvous(DistGroup& g) {
   const std::string verdictKey = "finetorch/verdict";
   g.store->set("finetorch/join/" + std::to_string(g.rank), std::vector<uint8_t>{});
   auto wsValue = std::to_string(g.size);
-  g.store->set("finetorch/world_size/" + std::to_string(g.rank), std::vector<uint8_t>(wsValue.begin(), wsValue.end()));
+  g.store->set("finetorch/world_size/" + std::to_string(g.rank), Bytes(wsValue));
   std::string verdict;
   if (g.rank == 0) {
     std::vector<std::string> keys;
@@ -129,7 +161,7 @@ void Rendezvous(DistGroup& g) {
       for (int r = 1; r < g.size; r++) {
         if (!g.store->check({keys[r - 1]})) missing.push_back(r);
       }
-      throw CodedError(kCode, "initProcessGroup: rank" + std::string(missing.size() == 1 ? " " : "s ") + RankList(missing) +
+      throw CodedError(kCode, "rank" + std::string(missing.size() == 1 ? " " : "s ") + RankList(missing) +
                                   " of " + std::to_string(g.size) + " did not join within " + std::to_string(g.timeout.count()) +
                                   " ms (check that every rank runs with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE)");
     }
@@ -140,7 +172,7 @@ void Rendezvous(DistGroup& g) {
         verdict = "WORLD_SIZE mismatch: rank " + std::to_string(r) + " has WORLD_SIZE=" + ws + " but rank 0 has WORLD_SIZE=" + wsValue;
       }
     }
-    g.store->set(verdictKey, std::vector<uint8_t>(verdict.begin(), verdict.end()));
+    g.store->set(verdictKey, Bytes(verdict));
     if (!verdict.empty()) {
       // Let the others read the verdict before this process (and the store in it) may go away.
       std::vector<std::string> acks;
@@ -155,14 +187,14 @@ void Rendezvous(DistGroup& g) {
     try {
       v = g.store->get(verdictKey);
     } catch (const std::exception& e) {
-      throw CodedError(kCode, "initProcessGroup: rank " + std::to_string(g.rank) + " joined the store at " + g.addr + ":" +
+      throw CodedError(kCode, "rank " + std::to_string(g.rank) + " joined the store at " + g.addr + ":" +
                                   std::to_string(g.port) + " but rank 0 did not accept it within " + std::to_string(g.timeout.count()) +
                                   " ms (does rank 0 have the same WORLD_SIZE?): " + FirstLine(e.what()));
     }
     verdict.assign(v.begin(), v.end());
     g.store->set("finetorch/ack/" + std::to_string(g.rank), std::vector<uint8_t>{});
   }
-  if (!verdict.empty()) throw CodedError(kCode, "initProcessGroup: " + verdict);
+  if (!verdict.empty()) throw CodedError(kCode, verdict);
 }
 
 c10::intrusive_ptr<c10d::ProcessGroup> MakeGloo(DistGroup& g, const std::string& iface) {
@@ -186,10 +218,10 @@ c10::intrusive_ptr<c10d::ProcessGroup> MakeGloo(DistGroup& g, const std::string&
 #endif
 }
 
-const at::Tensor& Contiguous(const SlotPtr& slot, const std::string& what) {
+const at::Tensor& Contiguous(const SlotPtr& slot) {
   const at::Tensor& t = slot->get();
-  if (!t.is_contiguous()) throw CodedError(kCode, what + ": the tensor must be contiguous (call contiguous() first)");
-  if (!t.device().is_cpu()) throw CodedError(kCode, what + ": the gloo backend takes CPU tensors, got one on " + DeviceName(t.device()));
+  if (!t.is_contiguous()) throw CodedError(kCode, "the tensor must be contiguous (call contiguous() first)");
+  if (!t.device().is_cpu()) throw CodedError(kCode, "the gloo backend takes CPU tensors, got one on " + DeviceName(t.device()));
   return t;
 }
 
@@ -211,9 +243,9 @@ DistGroup::~DistGroup() {
   if (heartbeat.joinable()) heartbeat.join();
 }
 
-std::shared_ptr<DistGroup> CurrentGroup(const std::string& what) {
+std::shared_ptr<DistGroup> CurrentGroup() {
   std::lock_guard<std::mutex> lock(groupMu);
-  if (!group) throw CodedError(kCode, what + ": the process group is not initialized (call torch.distributed.initProcessGroup() first)");
+  if (!group) throw CodedError(kCode, "the process group is not initialized (call torch.distributed.initProcessGroup() first)");
   return group;
 }
 
@@ -239,10 +271,10 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     } catch (const std::exception& e) {
       std::string m = FirstLine(e.what());
       if (g->rank == 0) {
-        throw CodedError(kCode, "initProcessGroup: rank 0 could not host the rendezvous store on " + where +
+        throw CodedError(kCode, "rank 0 could not host the rendezvous store on " + where +
                                     (m.find("in use") != std::string::npos ? " (MASTER_PORT is in use: pick a free port)" : "") + ": " + m);
       }
-      throw CodedError(kCode, "initProcessGroup: rank " + std::to_string(g->rank) + " could not reach rank 0's store at " + where +
+      throw CodedError(kCode, "rank " + std::to_string(g->rank) + " could not reach rank 0's store at " + where +
                                   " within " + std::to_string(g->timeout.count()) + " ms (is rank 0 running, and are MASTER_ADDR and MASTER_PORT right?): " + m);
     }
     Rendezvous(*g);
@@ -270,11 +302,12 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
   SlotPtr slot = TensorWrap::SlotOf(env, info[0], "allReduce");
   std::string op = info[1].As<Napi::String>().Utf8Value();
   return Addon(env).executor->Run(env, "allReduce", [slot, op] {
-    auto g = CurrentGroup("allReduce");
+    auto g = CurrentGroup();
+    CountCollective(*g);
     NoGradGuard ng;
-    std::vector<at::Tensor> ts{Contiguous(slot, "allReduce")};
+    std::vector<at::Tensor> ts{Contiguous(slot)};
     if (op == "avg" && !at::isFloatingType(ts[0].scalar_type())) {
-      throw CodedError(kCode, "allReduce: ReduceOp.AVG needs a floating-point tensor, got " + DtypeName(ts[0].scalar_type()));
+      throw CodedError(kCode, "ReduceOp.AVG needs a floating-point tensor, got " + DtypeName(ts[0].scalar_type()));
     }
     c10d::AllreduceOptions opts;
     opts.reduceOp = ParseOp(op);
@@ -288,10 +321,11 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
   SlotPtr slot = TensorWrap::SlotOf(env, info[0], "broadcast");
   int src = info[1].As<Napi::Number>().Int32Value();
   return Addon(env).executor->Run(env, "broadcast", [slot, src] {
-    auto g = CurrentGroup("broadcast");
-    if (src < 0 || src >= g->size) throw CodedError(kCode, "broadcast: src must be a rank in [0, " + std::to_string(g->size) + "): got " + std::to_string(src));
+    auto g = CurrentGroup();
+    CountCollective(*g);
+    if (src < 0 || src >= g->size) throw CodedError(kCode, "src must be a rank in [0, " + std::to_string(g->size) + "): got " + std::to_string(src));
     NoGradGuard ng;
-    std::vector<at::Tensor> ts{Contiguous(slot, "broadcast")};
+    std::vector<at::Tensor> ts{Contiguous(slot)};
     c10d::BroadcastOptions opts;
     opts.rootRank = src;
     g->pg->broadcast(ts, opts)->wait();
@@ -304,9 +338,10 @@ Napi::Value DistAllGather(const Napi::CallbackInfo& info) {
   return Addon(env).executor->Submit<std::vector<at::Tensor>>(
       env, "allGather",
       [slot] {
-        auto g = CurrentGroup("allGather");
+        auto g = CurrentGroup();
+    CountCollective(*g);
         NoGradGuard ng;
-        std::vector<at::Tensor> in{Contiguous(slot, "allGather")};
+        std::vector<at::Tensor> in{Contiguous(slot)};
         std::vector<std::vector<at::Tensor>> out(1);
         for (int r = 0; r < g->size; r++) out[0].push_back(at::empty_like(in[0]));
         g->pg->allgather(out, in)->wait();
@@ -325,7 +360,11 @@ Napi::Value DistAllGather(const Napi::CallbackInfo& info) {
 
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Addon(env).executor->Run(env, "barrier", [] { CurrentGroup("barrier")->pg->barrier()->wait(); });
+  return Addon(env).executor->Run(env, "barrier", [] {
+    auto g = CurrentGroup();
+    CountCollective(*g);
+    g->pg->barrier()->wait();
+  });
 }
 
 }  // namespace finetorch

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <atomic>
 #include <thread>
 
 namespace finetorch {
@@ -31,11 +32,17 @@ struct DistGroup {
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
+  // How many collectives this rank has started (published with each heartbeat): after a timeout,
+  // the ranks whose count is behind are the ones that never came.
+  std::atomic<int64_t> collectives{0};
   ~DistGroup();
 };
 
 // The group initProcessGroup made; throws FINETORCH_DISTRIBUTED when there is none.
-std::shared_ptr<DistGroup> CurrentGroup(const std::string& what);
+std::shared_ptr<DistGroup> CurrentGroup();
+
+// Counts a collective this rank starts (user collectives, DDP's synchronised steps).
+inline void CountCollective(DistGroup& g) { g.collectives.fetch_add(1); }
 
 // distInit({ addr, port, rank, worldSize, timeoutMs, iface }): Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info);

@@ -209,6 +209,16 @@ describe('failures', () => {
     expect(err.message).toMatch(/rank 1 is lost/);
   });
 
+  test('a rank that hangs (alive, never at the collective) makes rank 0 fail after timeoutMs naming it', async () => {
+    const res = await launchRanks({ task: 'collectives', out: outDir('hung'), hangRank: 1, timeoutMs: 3000 }, 2, ['--grace-ms', '500']);
+    expect(res.code).not.toBe(0);
+    const err = rankError(res.stderr);
+    if (!err) throw new Error(`rank 0 printed no error:\n${show(res)}`);
+    expect(err.code).toBe('FINETORCH_DISTRIBUTED');
+    expect(err.message).toMatch(/rank 1 is alive but did not come to this collective \(hung, or out of step: rank 1 at 0 collectives started, this rank 1\)/);
+    expect(res.stderr).toMatch(/finetorch launch: rank 0 \(pid \d+\) exited with code 3/);
+  });
+
   test('a rank with the wrong MASTER_PORT cannot reach the store, and rank 0 says rank 1 did not join', async () => {
     const [port, wrong] = [await freePort(), await freePort()];
     const job = { task: 'collectives', out: outDir('wrong-port'), timeoutMs: 4000 };
@@ -228,7 +238,7 @@ describe('failures', () => {
       expect(r.code).toBe(3);
       const e = rankError(r.stderr)!;
       expect(e.code).toBe('FINETORCH_DISTRIBUTED');
-      expect(e.message).toMatch(/WORLD_SIZE mismatch: rank 1 has WORLD_SIZE=3 but rank 0 has WORLD_SIZE=2/);
+      expect(e.message).toMatch(/^initProcessGroup: WORLD_SIZE mismatch: rank 1 has WORLD_SIZE=3 but rank 0 has WORLD_SIZE=2/);
     }
   });
 
