@@ -4,12 +4,16 @@
  * torchvision transforms (num_workers=2, persistent workers) on the same 2,000 JPEGs (500x375),
  * each decoded, random-resized-cropped to 224, flipped and normalised into batches of 32.
  *
- *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4] [--same-malloc]
+ *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4]
+ *     [--sharp-concurrency N] [--same-malloc]
  *
  * The images are generated once with sharp into a cache folder under the OS temp dir. Each side
  * runs one warm-up epoch (page cache, worker start-up), then `rounds` timed epochs, alternating
  * finetorch and PyTorch so both see the same machine load; it prints the ratio of the best epochs
- * and the median of the per-round ratios.
+ * and the median of the per-round ratios. It also prints the machine's JPEG decode limit: sharp
+ * decoding the same files to full-size RGB and nothing else, one image per core at a time
+ * (libvips threads 1), which no pipeline that decodes every image at full size can beat.
+ * --sharp-concurrency sets libvips' threads per image (sharp.concurrency; default: sharp's own).
  * Python is $FINETORCH_PYTHON or /usr/bin/python3 (Debian's python3-torch/torchvision).
  */
 'use strict';
@@ -18,19 +22,22 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const N = opt('images', 2000);
-const ROUNDS = opt('rounds', 3);
-const PREFETCH = opt('prefetch', 4);
+const { loadAverage, pythonEnv } = require('./machine');
+const { benchOptions } = require('./args');
+
+const o = benchOptions(process.argv.slice(2), {
+  images: { type: 'int', default: 2000 },
+  rounds: { type: 'int', default: 3 },
+  prefetch: { type: 'int', default: 4, min: 0 },
+  'sharp-concurrency': { type: 'int', default: 0, min: 0 },
+  'same-malloc': { type: 'flag' },
+}, 'node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4] [--sharp-concurrency N] [--same-malloc]');
+const N = o.images;
+const ROUNDS = o.rounds;
+const PREFETCH = o.prefetch;
 const BATCH = 32;
 const CLASSES = 10;
 const PYTHON = require('../scripts/python').pythonPath();
-// --same-malloc: the PyTorch process gets finetorch's malloc settings too (see bench/train.js)
-const SAME_MALLOC = args.includes('--same-malloc');
 
 const sharp = require('sharp');
 const { top, data, transforms } = loadFinetorch();
@@ -116,9 +123,27 @@ for _ in range(rounds):
     print(json.dumps(epoch()), flush=True)
 `;
 
+/** Images/s of sharp decoding every file to full-size RGB, `parallel` at a time, libvips threads 1. */
+async function decodeLimit(root, parallel) {
+  const files = fs.readdirSync(root).flatMap((c) => (c.startsWith('.') ? [] : fs.readdirSync(path.join(root, c)).map((f) => path.join(root, c, f))));
+  const bytes = files.map((f) => fs.readFileSync(f));
+  const before = sharp.concurrency();
+  sharp.concurrency(1);
+  try {
+    const t0 = process.hrtime.bigint();
+    let next = 0;
+    const worker = async () => {
+      while (next < bytes.length) await sharp(bytes[next++]).removeAlpha().toColourspace('srgb').raw().toBuffer();
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+    return bytes.length / (Number(process.hrtime.bigint() - t0) / 1e9);
+  } finally {
+    sharp.concurrency(before);
+  }
+}
+
 function pytorchEpochs(root, rounds) {
-  const t = top.backends.malloc.tuning;
-  const env = SAME_MALLOC && t ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(t.mmapThreshold), MALLOC_TRIM_THRESHOLD_: String(t.trimThreshold), MALLOC_TOP_PAD_: String(t.topPad) } : process.env;
+  const env = pythonEnv(top, o.sameMalloc);
   const out = execFileSync(PYTHON, ['-c', PYTORCH, root, String(rounds), String(BATCH)], { encoding: 'utf8', maxBuffer: 1 << 20, env });
   return out.trim().split('\n').map((l) => JSON.parse(l));
 }
@@ -128,12 +153,13 @@ async function main() {
   const train = transforms.compose([
     transforms.randomResizedCrop(224), transforms.randomHorizontalFlip(), transforms.toTensor(), transforms.normalize(),
   ]);
+  if (o.sharpConcurrency) sharp.concurrency(o.sharpConcurrency);
   const ds = new data.ImageFolder(root, { transform: train });
   const loader = new data.DataLoader(ds, { batchSize: BATCH, shuffle: true, seed: 0, prefetch: PREFETCH });
-  console.log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}; ` +
+  console.log(`${os.cpus().length} CPUs, load average ${loadAverage()}; ` +
     `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}, concurrency ${sharp.concurrency()}), ` +
     `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, prefetch ${PREFETCH}; ` +
-    `malloc: finetorch ${top.backends.malloc.tuning ? 'tuned' : 'untuned'}, PyTorch ${SAME_MALLOC ? 'the same (--same-malloc)' : "glibc's defaults"}`);
+    `malloc: finetorch ${top.backends.malloc.tuning ? 'tuned' : 'untuned'}, PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}`);
   await finetorchEpoch(loader); // warm-up: page cache, header cache
   const ft = [];
   const pt = [];
@@ -145,12 +171,15 @@ async function main() {
     console.log(`round ${r + 1}: finetorch ${(f.n / f.secs).toFixed(1)} images/s, PyTorch ${(p.n / p.secs).toFixed(1)} images/s, ` +
       `ratio ${(ft[r] / pt[r]).toFixed(2)}x`);
   }
+  const limit = await decodeLimit(root, os.availableParallelism());
   const best = (xs) => Math.max(...xs);
   console.log(`finetorch DataLoader: ${best(ft).toFixed(1)} images/s (best of ${ROUNDS})`);
   console.log(`PyTorch DataLoader (num_workers=2): ${best(pt).toFixed(1)} images/s (best of ${ROUNDS})`);
   const ratios = ft.map((f, r) => f / pt[r]).sort((a, b) => a - b);
   console.log(`ratio finetorch / PyTorch: ${(best(ft) / best(pt)).toFixed(2)}x (best epochs), ` +
     `${ratios[ratios.length >> 1].toFixed(2)}x (median of the rounds' ratios)`);
+  console.log(`JPEG decode alone (sharp, full size, ${os.availableParallelism()} at a time): ${limit.toFixed(1)} images/s; ` +
+    `finetorch's best epoch is ${((100 * best(ft)) / limit).toFixed(0)}% of it; load average ${loadAverage()}`);
 }
 
 main().catch((e) => {

@@ -2,6 +2,10 @@
 'use strict';
 const os = require('os');
 
+// As the user started the bench: finetorch sets OMP_WAIT_POLICY=PASSIVE in its own environment when
+// it loads (lib/native.ts), which a Python child would inherit. Require this file before ../dist.
+const ompWaitPolicy = process.env.OMP_WAIT_POLICY;
+
 /** The 1/5/15-minute load averages, as uptime prints them. */
 function loadAverage() {
   return os.loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -14,13 +18,20 @@ function loadAverage() {
  *   (torch.backends.malloc.tuning); the Python process gets them through glibc's variables.
  * - sameGemm: finetorch routes libtorch's float32 GEMM (`sgemm_`) to oneDNN (native/blas.cc); the
  *   Python process gets the same file, compiled here with the system's c++, through LD_PRELOAD.
- * @param {typeof import('../dist')} torch @param {boolean | { sameMalloc?: boolean, sameGemm?: boolean }} same
+ * - sameOmp: finetorch's OpenMP threads sleep when idle (OMP_WAIT_POLICY=PASSIVE); without it the
+ *   Python process gets the policy the bench was started with (libgomp's default: spin first).
+ * @param {typeof import('../dist')} torch
+ * @param {boolean | { sameMalloc?: boolean, sameGemm?: boolean, sameOmp?: boolean }} same
  *   (a boolean: sameMalloc)
  * @returns {NodeJS.ProcessEnv}
  */
 function pythonEnv(torch, same) {
-  const { sameMalloc, sameGemm } = typeof same === 'boolean' ? { sameMalloc: same } : same;
+  const { sameMalloc, sameGemm, sameOmp } = typeof same === 'boolean' ? { sameMalloc: same } : same;
   const env = { ...process.env };
+  if (!sameOmp) {
+    if (ompWaitPolicy === undefined) delete env.OMP_WAIT_POLICY;
+    else env.OMP_WAIT_POLICY = ompWaitPolicy;
+  }
   if (sameMalloc) {
     const t = torch.backends.malloc.tuning;
     if (!t) throw new Error('--same-malloc: finetorch applied no malloc tuning here (FINETORCH_MALLOC_TUNING=0, or not glibc)');

@@ -10,12 +10,13 @@
  * temporary folder and both sides load that file. Each thread count runs finetorch, then PyTorch,
  * one after the other; the test accuracy after training (not timed) shows both learned the same.
  *
- *   node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm]
+ *   node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm] [--same-omp]
  *
  * --steps caps the steps of each epoch (0: the whole epoch, 938 steps). --threads defaults to the
  * machine's cores and 1. --same-malloc and --same-gemm give the PyTorch process finetorch's malloc
  * tuning and its float32 GEMM (oneDNN's, native/blas.cc, through LD_PRELOAD; needs a c++ compiler):
- * with --same-gemm both sides run the same kernels and the ratio is the overhead alone. Needs
+ * with --same-gemm both sides run the same kernels and the ratio is the overhead alone.
+ * --same-omp gives it finetorch's OMP_WAIT_POLICY=PASSIVE (PyTorch's default spins). Needs
  * dist/ (npm run build:ts) and a Python with torch and torchvision ($FINETORCH_PYTHON, else
  * /usr/bin/python3).
  */
@@ -23,12 +24,12 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const { loadAverage, pythonEnv } = require('./machine');
 const torch = require('../dist');
 const { benchOptions } = require('./args');
 const { runPythonFile } = require('../scripts/python');
-const { loadAverage, pythonEnv } = require('./machine');
 
-const USAGE = 'node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm]';
+const USAGE = 'node bench/small.js [--epochs 2] [--steps 0] [--batch 64] [--threads 2,1] [--same-malloc] [--same-gemm] [--same-omp]';
 const { data, train } = torch;
 
 // Scripts the MLP and lays the IDX files out as torchvision's FashionMNIST reads them (root/FashionMNIST/raw).
@@ -128,6 +129,7 @@ async function finetorchRun(file, root, threads, o) {
     threads: { type: 'ints', default: [...new Set([os.availableParallelism(), 1])] },
     'same-malloc': { type: 'flag' },
     'same-gemm': { type: 'flag' },
+    'same-omp': { type: 'flag' },
   }, USAGE);
   const env = pythonEnv(torch, o);
   const src = data.FashionMNIST.defaultRoot;
@@ -142,7 +144,8 @@ async function finetorchRun(file, root, threads, o) {
       `(default intra-op threads here: ${defaultThreads}), PyTorch ${pyVersion}; node ${process.version}; ` +
       `PyTorch's malloc: ${o.sameMalloc ? "finetorch's tuning (--same-malloc)" : "glibc's defaults"}; ` +
       `float32 GEMM: finetorch ${process.env.FINETORCH_ONEDNN_GEMM === '0' ? 'the system BLAS (FINETORCH_ONEDNN_GEMM=0)' : "oneDNN's where libtorch calls the system BLAS"}, ` +
-      `PyTorch ${o.sameGemm ? "the same (--same-gemm)" : 'the system BLAS'}\n`);
+      `PyTorch ${o.sameGemm ? "the same (--same-gemm)" : 'the system BLAS'}; ` +
+      `OMP_WAIT_POLICY: finetorch ${process.env.OMP_WAIT_POLICY}, PyTorch ${env.OMP_WAIT_POLICY ?? "libgomp's default"}\n`);
     const rows = [];
     for (const threads of o.threads) {
       const loadBefore = loadAverage();

@@ -26,9 +26,9 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const { loadAverage, pythonEnv: pythonEnvFor } = require('./machine');
 const torch = require('../dist');
 const { benchOptions } = require('./args');
-const { loadAverage, pythonEnv: pythonEnvFor } = require('./machine');
 
 const { runPythonFile } = require('../scripts/python');
 

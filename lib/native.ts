@@ -196,6 +196,11 @@ export function checkLibtorchVersion(info: BuildInfo): void {
 }
 
 function load(): Binding {
+  // libgomp's idle OpenMP threads spin before they sleep. finetorch prepares data (JS, libuv,
+  // sharp) while the executor computes, so spinning workers take the cores that work needs: on 2
+  // busy cores a small model trained 12x slower at 2 threads than with PASSIVE (bench/small.js).
+  // libgomp reads it once, as it loads with the addon; a value the user set is kept.
+  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
   let binding: Binding;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -57,6 +57,12 @@ const Gemm& Resolve() {
   static std::once_flag once;
   std::call_once(once, [] {
     g.next = reinterpret_cast<FortranSgemm>(dlsym(RTLD_NEXT, "sgemm_"));
+    if (!g.next) {
+      // Preloaded (LD_PRELOAD, as bench/small.js --same-gemm does for Python), the system BLAS
+      // came later with libtorch, outside the global scope RTLD_NEXT searches.
+      void* blas = dlopen("libblas.so.3", RTLD_LAZY | RTLD_NOLOAD);
+      if (blas) g.next = reinterpret_cast<FortranSgemm>(dlsym(blas, "sgemm_"));
+    }
     const char* env = std::getenv("FINETORCH_ONEDNN_GEMM");
     if (env && std::strcmp(env, "0") == 0) return;
     if (!(env && std::strcmp(env, "1") == 0) && !IsReferenceBlas(reinterpret_cast<void*>(g.next))) return;
