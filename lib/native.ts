@@ -152,6 +152,7 @@ export interface Binding {
   loraMerge(module: NativeModule, merged: boolean): Promise<void>;
   /** TorchScript's CPU fuser: reads it, and sets it when a flag is given. */
   jitCpuFusion(flag?: boolean): boolean;
+  jitOptimize(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
   collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;
   /** Rows `indices` of an in-memory dataset as [input, int64 target] (8-bit rows through `luts` into float32). */

@@ -119,6 +119,7 @@ export const cuda = {
  * torch.backends.cudnn.benchmark = true; // autotune convolutions for fixed input sizes
  * torch.backends.malloc.tuning; // { mmapThreshold: 33554432, trimThreshold: 134217728, topPad: 67108864 }
  * torch.backends.jit.cpuFusion; // false: TorchScript's CPU fuser is off unless turned on
+ * torch.backends.jit.optimize; // false: every call runs the same (unoptimised) graph, for exact resumes
  */
 export const backends = {
   cudnn: {
@@ -137,5 +138,16 @@ export const backends = {
      */
     get cpuFusion(): boolean { return native.jitCpuFusion(); },
     set cpuFusion(flag: boolean) { native.jitCpuFusion(check.boolean(flag, 'backends.jit.cpuFusion')); },
+    /**
+     * TorchScript's graph-executor optimisation for finetorch's computations (PyTorch's
+     * `torch.jit.optimized_execution`); off by default. On, a method's first call after a load
+     * runs a profiling graph with eager autograd and later calls an optimised graph whose
+     * derivative formulas (tanh, GELU, sigmoid...) round differently in the last bit, so a run
+     * resumed in a new process would not end bit-identical to an uninterrupted one. On CPU, with
+     * the fusers off, the two run at the same speed. A `serving.Predictor` keeps libtorch's
+     * default (on) on its own thread.
+     */
+    get optimize(): boolean { return native.jitOptimize(); },
+    set optimize(flag: boolean) { native.jitOptimize(check.boolean(flag, 'backends.jit.optimize')); },
   },
 };

@@ -33,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
   data->executor = new Executor(env);
   napi_add_env_cleanup_hook(env, Cleanup, data->executor);
+  ApplyJitDefaults(env);
 
   Napi::Function tensor = TensorWrap::Init(env);
   data->tensorCtor = Napi::Persistent(tensor);
@@ -66,6 +67,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraAttach", Napi::Function::New(env, LoraAttach));
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));
+  exports.Set("jitOptimize", Napi::Function::New(env, JitOptimize));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("distInit", Napi::Function::New(env, DistInit));
   exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));

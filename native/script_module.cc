@@ -1,10 +1,13 @@
 #include "script_module.h"
 
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+
 #include "code_check.h"
 #include "executor.h"
 #include "lora.h"
 #include "tensor.h"
 
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <sstream>
@@ -439,6 +442,29 @@ Napi::Value JitCpuFusion(const Napi::CallbackInfo& info) {
     if (info.Length() > 0 && info[0].IsBoolean()) torch::jit::overrideCanFuseOnCPU(info[0].As<Napi::Boolean>().Value());
     return Napi::Boolean::New(info.Env(), torch::jit::canFuseOnCPU());
   });
+}
+
+// TorchScript's graph-executor optimisation on the executor, off by default: with it on, a method's
+// first call after a load runs the profiling graph (eager autograd) and later calls an optimised
+// one whose autodiff formulas round differently (tanh, GELU, sigmoid backward: ~1e-8), so a run
+// resumed in a new process would part from the uninterrupted one in the last bits. Off, every step
+// runs the same graph. libtorch keeps the flag per thread: it is set on the executor, queued, so
+// work queued after it runs with it.
+static std::atomic<bool> gJitOptimize{false};
+
+void ApplyJitDefaults(Napi::Env env) {
+  bool flag = gJitOptimize.load();
+  Addon(env).executor->Post(env, "backends.jit.optimize", [flag] { torch::jit::setGraphExecutorOptimize(flag); });
+}
+
+// jitOptimize(flag?): sets and/or returns the flag.
+Napi::Value JitOptimize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && info[0].IsBoolean()) {
+    gJitOptimize = info[0].As<Napi::Boolean>().Value();
+    ApplyJitDefaults(env);
+  }
+  return Napi::Boolean::New(env, gJitOptimize.load());
 }
 
 // runMethod(name, inputs[]): Promise<output>

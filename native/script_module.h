@@ -52,6 +52,9 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
 
 Napi::Value LoadModule(const Napi::CallbackInfo& info);
 Napi::Value JitCpuFusion(const Napi::CallbackInfo& info);
+Napi::Value JitOptimize(const Napi::CallbackInfo& info);
+// Applies backends.jit.optimize's setting on a new executor.
+void ApplyJitDefaults(Napi::Env env);
 void DisableCpuFusionOnce();
 
 }  // namespace finetorch

@@ -368,7 +368,7 @@ describe('torch.peft.lora', () => {
     expect(maxRel(await (new Map(fitted.namedParameters()).get('head.lora_B.weight')!).data() as Float32Array, new Float32Array(6))).toBeGreaterThan(0);
   }, 60_000);
 
-  test('fit with checkpoints and resumeFrom, with an adapter attached, ends where an uninterrupted run does (within 1e-5)', async () => {
+  test('fit with checkpoints and resumeFrom, with an adapter attached, ends bit-identical to an uninterrupted run', async () => {
     // fit disposes the batches it ran: every run gets its own
     const data = () => { const { xs, ys } = batches('mlp'); return xs.map((input, i) => ({ input, target: ys[i] })); };
     const run = async (epochs: number, checkpoint?: string, resumeFrom?: string) => {
@@ -388,13 +388,13 @@ describe('torch.peft.lora', () => {
     expect(fs.readdirSync(ckpt).some((f) => f.endsWith('.lora.safetensors'))).toBe(true);
     const resumed = await run(2, undefined, ckpt);
     const want = new Map(straight.namedParameters());
-    // Not bit for bit: the resumed process's first step runs TorchScript's unoptimized (profiling)
-    // graph where the uninterrupted run is on the optimized one, and with the re-parametrised
-    // weight the two round differently in the last bit (measured: ~1e-7 relative).
+    // Bit for bit: with backends.jit.optimize on, the resumed process's first step would run the
+    // profiling graph where the uninterrupted run is on the optimised one, whose tanh derivative
+    // rounds differently (measured: ~1e-7 relative).
     const off: string[] = [];
     for (const [n, t] of resumed.namedParameters()) {
       const d = maxRel(await t.data() as Float32Array, await want.get(n)!.data() as Float32Array);
-      if (!(d <= 1e-5)) off.push(`${n}: ${d}`);
+      if (d !== 0) off.push(`${n}: ${d}`);
     }
     expect(off).toEqual([]);
     const bare = await torch.jit.load(path.join(dir, 'mlp.pt'));

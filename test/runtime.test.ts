@@ -4,9 +4,11 @@
  * (built dist/), which reads every thread's nice value from /proc/self/task.
  */
 import { execFile } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import * as torch from '../lib';
 import { ensureDist, ROOT } from './helpers/dist';
+import { runPy, tmpDir } from './helpers/train-fixtures';
 
 jest.setTimeout(120_000);
 
@@ -79,5 +81,46 @@ describe('setTrainingPriority', () => {
       expect(r).toMatchObject({ ok: false, code: 'FINETORCH_VALUE' });
       expect(r.message).toMatch(/cannot set the training threads' nice value to 0: .*CAP_SYS_NICE/);
     }
+  });
+});
+
+describe('backends.jit.optimize', () => {
+  test('is off by default, so a tanh/GELU model resumed from a checkpoint ends bit-identical to an uninterrupted run', async () => {
+    expect(torch.backends.jit.optimize).toBe(false);
+    const dir = tmpDir('jit-optimize');
+    try {
+      await runPy(`
+import sys, torch
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+torch.jit.script(m).save(sys.argv[1])
+`, [path.join(dir, 'm.pt')]);
+      await torch.manualSeed(1);
+      const xs = await Promise.all([0, 1, 2].map(() => torch.randn([8, 8])));
+      const ys = await Promise.all([0, 1, 2].map(() => torch.randint(0, 3, [8])));
+      const run = async (epochs: number, checkpoint?: string, resumeFrom?: string) => {
+        const model = await torch.jit.load(path.join(dir, 'm.pt'));
+        const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-2 });
+        await torch.train.fit(model, {
+          train: xs.map((input, i) => ({ input, target: ys[i] })), epochs, optimizer, progress: false, keepBatches: true,
+          checkpoint: checkpoint ? { dir: checkpoint, everyEpoch: true } : undefined, resumeFrom,
+        });
+        return Promise.all(model.parameters().map(async (p) => Array.from(await p.data() as Float32Array)));
+      };
+      const straight = await run(3);
+      await run(1, path.join(dir, 'ckpt'));
+      const resumed = await run(3, undefined, path.join(dir, 'ckpt'));
+      expect(resumed).toEqual(straight);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('can be turned on, and a bad value is a TypeError', () => {
+    expect(() => { torch.backends.jit.optimize = 'yes' as unknown as boolean; }).toThrow(TypeError);
+    torch.backends.jit.optimize = true;
+    expect(torch.backends.jit.optimize).toBe(true);
+    torch.backends.jit.optimize = false;
+    expect(torch.backends.jit.optimize).toBe(false);
   });
 });
