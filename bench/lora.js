@@ -44,7 +44,7 @@ function parseArgs(argv) {
 
 const python = runPythonFile;
 
-const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
+const { EXPORT_RESNET18: EXPORT, pyTimedSteps } = require('./resnet18');
 
 const PYTORCH_LORA = String.raw`
 import json, math, resource, sys, time, io
@@ -75,17 +75,7 @@ m.train()
 for mod in m.modules():
     if isinstance(mod, torch.nn.BatchNorm2d): mod.eval()
 params = [p for p in m.parameters() if p.requires_grad]
-opt = torch.optim.AdamW(params, lr=1e-4)
-lossf = torch.nn.CrossEntropyLoss()
-x = torch.randn(batch, 3, size, size)
-y = torch.randint(0, 10, (batch,))
-def step():
-    loss = lossf(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
-for _ in range(warmup): step()
-t = time.perf_counter()
-for _ in range(steps): step()
-secs = time.perf_counter() - t
-buf = io.BytesIO(); torch.save(opt.state_dict()['state'], buf)
+${pyTimedSteps()}buf = io.BytesIO(); torch.save(opt.state_dict()['state'], buf)
 print(json.dumps({'sps': batch * steps / secs, 'trainable': sum(p.numel() for p in params),
                   'optBytes': buf.getbuffer().nbytes, 'rssMb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 `;

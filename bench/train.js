@@ -37,7 +37,7 @@ let pythonEnv = process.env;
 /** Runs Python code from a file (TorchScript needs real source files); returns the last stdout line. */
 const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
-const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
+const { EXPORT_RESNET18: EXPORT, pyTimedSteps } = require('./resnet18');
 const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc]';
 
 const PYTORCH_RUN = String.raw`
@@ -53,23 +53,7 @@ if mode == 'head':
         if mod.original_name.startswith('BatchNorm'):
             mod.eval()
 params = [p for p in m.parameters() if p.requires_grad]
-opt = torch.optim.AdamW(params, lr=1e-4)
-lossf = torch.nn.CrossEntropyLoss()
-x = torch.randn(batch, 3, size, size)
-y = torch.randint(0, 10, (batch,))
-def step():
-    loss = lossf(m(x), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-    return loss.item()
-for _ in range(warmup):
-    step()
-t = time.perf_counter()
-for _ in range(steps):
-    step()
-secs = time.perf_counter() - t
-print(json.dumps({'sps': batch * steps / secs, 'secs': secs, 'threads': torch.get_num_threads(), 'trainable': sum(p.numel() for p in params)}))
+${pyTimedSteps()}print(json.dumps({'sps': batch * steps / secs, 'secs': secs, 'threads': torch.get_num_threads(), 'trainable': sum(p.numel() for p in params)}))
 `;
 
 /** The worst gap between ticks of a 1 ms interval over `ms` while this process does nothing else. */
