@@ -23,7 +23,7 @@ const { execFile, spawn } = require('child_process');
 const { benchOptions } = require('./args');
 const { loadAverage } = require('./machine');
 const { pythonPath, runPythonFile } = require('../scripts/python');
-const { EXPORT_RESNET18: EXPORT } = require('./resnet18');
+const { EXPORT_RESNET18: EXPORT, pyTimedSteps } = require('./resnet18');
 
 const USAGE = 'node bench/ddp.js [--steps 10] [--warmup 3] [--batch 16] [--size 112]';
 
@@ -38,27 +38,9 @@ if ddp:
 m = torch.jit.load(model_file)
 m.train()
 net = torch.nn.parallel.DistributedDataParallel(m) if ddp else m
-opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-lossf = torch.nn.CrossEntropyLoss()
+params = list(m.parameters())
 torch.manual_seed(int(os.environ.get('RANK', '0')))
-x = torch.randn(batch, 3, size, size)
-y = torch.randint(0, 10, (batch,))
-def step():
-    loss = lossf(net(x), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-for _ in range(warmup):
-    step()
-if ddp:
-    dist.barrier()
-t = time.perf_counter()
-for _ in range(steps):
-    step()
-if ddp:
-    dist.barrier()
-secs = time.perf_counter() - t
-world = dist.get_world_size() if ddp else 1
+${pyTimedSteps({ net: 'net', barrierIf: 'ddp' })}world = dist.get_world_size() if ddp else 1
 if not ddp or dist.get_rank() == 0:
     print(json.dumps({'sps': world * batch * steps / secs, 'threads': torch.get_num_threads()}))
 if ddp:

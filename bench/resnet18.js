@@ -15,11 +15,11 @@ print(torch.__version__)
 /**
  * The timed PyTorch loop the benchmarks share, as Python text: AdamW (lr 1e-4) over `params`,
  * cross-entropy on one random batch (`batch` x 3 x `size` x `size`), `warmup` untimed steps, then
- * `steps` timed ones into `secs`. `net` names what runs forward (a DDP wrapper, say); with
- * `barrier`, every rank waits for the others before and after the timed steps.
+ * `steps` timed ones into `secs`. `net` names what runs forward (a DDP wrapper, say); where the
+ * Python condition `barrierIf` holds, every rank waits for the others before and after the timed steps.
  */
-function pyTimedSteps({ net = 'm', barrier = false } = {}) {
-  const sync = barrier ? 'dist.barrier()\n' : '';
+function pyTimedSteps({ net = 'm', barrierIf = '' } = {}) {
+  const sync = barrierIf ? `if ${barrierIf}:\n    dist.barrier()\n` : '';
   return `
 opt = torch.optim.AdamW(params, lr=1e-4)
 lossf = torch.nn.CrossEntropyLoss()
