@@ -3,12 +3,14 @@
  * Training throughput: finetorch's train.fit against PyTorch on the same machine, the same
  * libtorch (Python's torch), the same thread count and the same TorchScript file.
  *
- *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc]
+ *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc] [--same-omp]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; both sides load that file. --threads: the intra-op thread counts to run, each on
- * both sides (default: the machine's cores, then 1). Inputs: random [batch, 3, size, size] float32,
- * int64 labels. Optimizer: AdamW(lr 1e-4) over the trainable parameters; CrossEntropyLoss.
+ * both sides (default: the machine's cores, then 1). --same-omp gives PyTorch finetorch's
+ * OMP_WAIT_POLICY=PASSIVE (bench/machine.js); by default it runs with libgomp's own policy.
+ * Inputs: random [batch, 3, size, size] float32, int64 labels. Optimizer: AdamW(lr 1e-4) over the
+ * trainable parameters; CrossEntropyLoss.
  *   full: every parameter trains (BatchNorm in train mode).
  *   head: backbone frozen, only fc trains; frozen BatchNorm layers stay in eval mode on both
  *         sides (finetorch's default for frozen BatchNorm under train()).
@@ -38,7 +40,7 @@ let pythonEnv = process.env;
 const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
 const { EXPORT_RESNET18: EXPORT, pyTimedSteps } = require('./resnet18');
-const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc]';
+const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc] [--same-omp]';
 
 const PYTORCH_RUN = String.raw`
 import json, sys, time, torch
@@ -117,9 +119,10 @@ async function finetorchRun(file, mode, o) {
     modes: { type: 'list', default: ['full', 'head'] },
     threads: { type: 'ints', default: [...new Set([os.availableParallelism(), 1])] },
     'same-malloc': { type: 'flag' },
+    'same-omp': { type: 'flag' },
   }, USAGE);
   for (const m of o.modes) if (m !== 'full' && m !== 'head') throw new Error(`--modes: unknown mode '${m}' (full, head)`);
-  pythonEnv = pythonEnvFor(torch, o.sameMalloc);
+  pythonEnv = pythonEnvFor(torch, o);
   const defaultThreads = torch.getNumThreads();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetorch-bench-train-'));
   try {
@@ -142,7 +145,8 @@ async function finetorchRun(file, mode, o) {
       `libtorch ${torch.version.libtorch} (finetorch ${torch.version.finetorch}), PyTorch ${pyVersion}; node ${process.version}`);
     const t = torch.backends.malloc.tuning;
     console.log(`# malloc: finetorch ${t ? `mmap/trim thresholds ${t.mmapThreshold}/${t.trimThreshold}, top pad ${t.topPad}` : 'untuned'}, ` +
-      `PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}`);
+      `PyTorch ${o.sameMalloc ? 'the same (--same-malloc)' : "glibc's defaults"}; OMP_WAIT_POLICY: finetorch ${process.env.OMP_WAIT_POLICY}, ` +
+      `PyTorch ${pythonEnv.OMP_WAIT_POLICY ?? "libgomp's default"}`);
     console.log(`# load average ${loadAverage()}; event-loop lag with this process idle (2 s): ${idle.toFixed(1)} ms\n`);
 
     const rows = [];
