@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as torch from '../lib';
 import {
-  DataLoader, Dataset, FashionMNIST, randomSplit, Subset, TensorDataset,
+  DataLoader, Dataset, DistributedSampler, FashionMNIST, randomSplit, Subset, TensorDataset,
   type DataLoaderOptions, type DatasetLike, type ItemContext, type Sample,
 } from '../lib/data';
 import { native } from '../lib/native';
@@ -106,6 +106,27 @@ describe('DataLoader native gather', () => {
     const [train, val] = randomSplit(ds, [0.75, 0.25], { seed: 4 });
     await sameBatches(train, { batchSize: 5, shuffle: true, seed: 1, dropLast: true });
     await sameBatches(val, { batchSize: 4 });
+  });
+
+  test('a sampler (DistributedSampler, each rank its share, every epoch its order) gathers the same batches', async () => {
+    const ds = indexedTensors();
+    const shares: number[] = [];
+    for (const rank of [0, 1]) {
+      // a sampler per loader: setEpoch moves it, and the two paths must each start from epoch 0
+      const sampler = () => new DistributedSampler(ds, { numReplicas: 2, rank, shuffle: true, seed: 5 });
+      const spy = jest.spyOn(native, 'gatherRows');
+      try {
+        const fast = [await epochOf(new DataLoader(ds, { batchSize: 6, sampler: sampler() })), await epochOf(new DataLoader(ds, { batchSize: 6, sampler: sampler() }), 1)];
+        expect(spy).toHaveBeenCalled();
+        const slow = [await epochOf(new DataLoader(new PerSample(ds), { batchSize: 6, sampler: sampler() })), await epochOf(new DataLoader(new PerSample(ds), { batchSize: 6, sampler: sampler() }), 1)];
+        expect(fast).toEqual(slow);
+        expect(fast[0]).not.toEqual(fast[1]);
+        shares.push(fast[0].reduce((n, b) => n + b.target.length, 0));
+      } finally {
+        spy.mockRestore();
+      }
+    }
+    expect(shares).toEqual([27, 27]); // 53 samples, padded to 54, half each
   });
 
   test('a subclass that changes get, a collate function or padValue keep the per-sample path', async () => {
