@@ -66,10 +66,14 @@ const Gemm& Resolve() {
     const char* env = std::getenv("FINETORCH_ONEDNN_GEMM");
     if (env && std::strcmp(env, "0") == 0) return;
     if (!(env && std::strcmp(env, "1") == 0) && !IsReferenceBlas(reinterpret_cast<void*>(g.next))) return;
-    // Only the oneDNN libtorch already loaded: never a second copy.
-    void* lib = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
-    if (!lib) lib = dlopen("libdnnl.so.3", RTLD_LAZY | RTLD_NOLOAD);
-    if (lib) g.dnnl = reinterpret_cast<DnnlSgemm>(dlsym(lib, "dnnl_sgemm"));
+    // Only the oneDNN libtorch already loaded, never a second copy: found as libtorch's dependency
+    // (its soname varies: libdnnl.so.2 on Debian 12, libdnnl.so.3.6 on Debian 13), else by name.
+    g.dnnl = reinterpret_cast<DnnlSgemm>(dlsym(RTLD_NEXT, "dnnl_sgemm"));
+    for (const char* name : {"libdnnl.so.2", "libdnnl.so.3"}) {
+      if (g.dnnl) break;
+      void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+      if (lib) g.dnnl = reinterpret_cast<DnnlSgemm>(dlsym(lib, "dnnl_sgemm"));
+    }
   });
   return g;
 }
