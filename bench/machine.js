@@ -2,8 +2,8 @@
 'use strict';
 const os = require('os');
 
-// As the user started the bench: finetorch sets OMP_WAIT_POLICY=PASSIVE in its own environment when
-// it loads (lib/native.ts), which a Python child would inherit. Require this file before ../dist.
+// As the user started the bench (finetorch leaves OMP_WAIT_POLICY as it finds it; an earlier
+// version set PASSIVE on load, which a Python child would have inherited). Require before ../dist.
 const ompWaitPolicy = process.env.OMP_WAIT_POLICY;
 
 /** The 1/5/15-minute load averages, as uptime prints them. */
@@ -18,8 +18,8 @@ function loadAverage() {
  *   (torch.backends.malloc.tuning); the Python process gets them through glibc's variables.
  * - sameGemm: finetorch routes libtorch's float32 GEMM (`sgemm_`) to oneDNN (native/blas.cc); the
  *   Python process gets the same file, compiled here with the system's c++, through LD_PRELOAD.
- * - sameOmp: finetorch's OpenMP threads sleep when idle (OMP_WAIT_POLICY=PASSIVE); without it the
- *   Python process gets the policy the bench was started with (libgomp's default: spin first).
+ * - sameOmp: the Python process gets finetorch's OMP_WAIT_POLICY (both now run with the policy the
+ *   bench was started with, libgomp's default unless set: kept for comparing runs).
  * @param {typeof import('../dist')} torch
  * @param {boolean | { sameMalloc?: boolean, sameGemm?: boolean, sameOmp?: boolean }} same
  *   (a boolean: sameMalloc)

@@ -16,7 +16,7 @@
  * machine's cores and 1. --same-malloc and --same-gemm give the PyTorch process finetorch's malloc
  * tuning and its float32 GEMM (oneDNN's, native/blas.cc, through LD_PRELOAD; needs a c++ compiler):
  * with --same-gemm both sides run the same kernels and the ratio is the overhead alone.
- * --same-omp gives it finetorch's OMP_WAIT_POLICY=PASSIVE (PyTorch's default spins). Needs
+ * --same-omp gives it finetorch's OMP_WAIT_POLICY (the one the bench was started with). Needs
  * dist/ (npm run build:ts) and a Python with torch and torchvision ($FINETORCH_PYTHON, else
  * /usr/bin/python3).
  */

@@ -8,7 +8,7 @@
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; both sides load that file. --threads: the intra-op thread counts to run, each on
  * both sides (default: the machine's cores, then 1). --same-omp gives PyTorch finetorch's
- * OMP_WAIT_POLICY=PASSIVE (bench/machine.js); by default it runs with libgomp's own policy.
+ * OMP_WAIT_POLICY (bench/machine.js); both sides run with the policy the bench was started with.
  * Inputs: random [batch, 3, size, size] float32, int64 labels. Optimizer: AdamW(lr 1e-4) over the
  * trainable parameters; CrossEntropyLoss.
  *   full: every parameter trains (BatchNorm in train mode).

@@ -197,11 +197,9 @@ export function checkLibtorchVersion(info: BuildInfo): void {
 }
 
 function load(): Binding {
-  // libgomp's idle OpenMP threads spin before they sleep. finetorch prepares data (JS, libuv,
-  // sharp) while the executor computes, so spinning workers take the cores that work needs: on 2
-  // busy cores a small model trained 12x slower at 2 threads than with PASSIVE (bench/small.js).
-  // libgomp reads it once, as it loads with the addon; a value the user set is kept.
-  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+  // OpenMP's wait policy stays libgomp's (idle workers spin briefly, then sleep) unless the user
+  // sets OMP_WAIT_POLICY: on a quiet 2-core machine PASSIVE made resnet18 at 2 threads 40% slower
+  // and the small MLP 2.6x slower; it helps only where other processes compete for the cores.
   let binding: Binding;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
