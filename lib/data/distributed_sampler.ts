@@ -98,11 +98,10 @@ export class DistributedSampler implements Sampler {
       all = new Uint32Array(n);
       for (let i = 0; i < n; i++) all[i] = i;
     }
-    const full = new Uint32Array(this.totalSize);
-    // Padding repeats the list from its start (as often as needed); dropLast cuts the tail.
-    for (let i = 0; i < this.totalSize; i++) full[i] = all[i % n];
+    // Every numReplicas-th of the list padded to totalSize by repeating it from its start (as
+    // often as needed), or cut to it (dropLast).
     const out = new Uint32Array(this.numSamples);
-    for (let i = 0; i < this.numSamples; i++) out[i] = full[this.rank + i * this.numReplicas];
+    for (let i = 0; i < this.numSamples; i++) out[i] = all[(this.rank + i * this.numReplicas) % n];
     return out;
   }
 

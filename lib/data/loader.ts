@@ -142,7 +142,7 @@ function dispose(b: Batch<ModelInput> | null): void {
   b.target?.dispose?.();
 }
 
-/** A sample that is not one array and a class index: several inputs, named inputs, or an array target. */
+/** A `sampler` option: something with `length`, `setEpoch` and `indices`, and no `shuffle` beside it. */
 function checkSampler(sampler: unknown, shuffle: boolean): Sampler | undefined {
   if (sampler === undefined) return undefined;
   const s = sampler as Sampler;
@@ -153,6 +153,7 @@ function checkSampler(sampler: unknown, shuffle: boolean): Sampler | undefined {
   return s;
 }
 
+/** A sample that is not one array and a class index: several inputs, named inputs, or an array target. */
 function isStructured(s: unknown): boolean {
   if (!s || typeof s !== 'object') return false;
   const { input, target } = s as { input?: unknown; target?: unknown };

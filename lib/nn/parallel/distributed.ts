@@ -106,7 +106,7 @@ export class DistributedDataParallel {
     }
   }
 
-  /** True inside `noSync`. */
+  /** Whether the next training backward synchronises: false inside `noSync`. */
   get syncing(): boolean {
     return this.noSyncDepth === 0;
   }
