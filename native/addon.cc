@@ -6,11 +6,13 @@
 #include "distributed.h"
 #include "executor.h"
 #include "generic_step.h"
+#include "jpeg.h"
 #include "lora.h"
 #include "malloc_tuning.h"
 #include "memory_stats.h"
 #include "optimizer.h"
 #include "predictor.h"
+#include "resample.h"
 #include "runtime.h"
 #include "script_module.h"
 #include "tensor.h"
@@ -64,6 +66,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaEmptyCache", Napi::Function::New(env, CudaEmptyCache));
   exports.Set("collateImages", Napi::Function::New(env, CollateImages));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
+  exports.Set("resampleImage", Napi::Function::New(env, ResampleImage));
+#ifdef FINETORCH_JPEG
+  exports.Set("decodeJpeg", Napi::Function::New(env, DecodeJpeg));
+#endif
   exports.Set("loraAttach", Napi::Function::New(env, LoraAttach));
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));

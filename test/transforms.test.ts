@@ -2,10 +2,9 @@
  * Transforms against torchvision (Debian's python3-torchvision through /usr/bin/python3 or
  * $FINETORCH_PYTHON, on PIL images of the same files), flips, seeds and validation.
  *
- * Tolerances: crops and ToTensor/Normalize are exact (the same PNG pixels, float32 math as torch).
- * Reductions of less than 4x are libvips' and differ from PIL's antialiased bilinear by at most a
- * few levels of 255 at a few pixels; other resizes run the port of PIL's resampling and are exact
- * (transforms-resize.test.ts covers resizing on noise and photographs).
+ * Tolerances: crops, resizes (PIL's resampling, native/resample.cc) and ToTensor are exact (the
+ * same PNG pixels), Normalize within float32 rounding (transforms-resize.test.ts covers resizing on
+ * noise and photographs).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -42,15 +41,13 @@ const CASES: Case[] = [
   { name: 'centerCrop odd offset (round half to even)', file: 1, ops: [['centerCrop', [40, 51]]], maxDiff: 0, meanDiff: 0 },
   { name: 'centerCrop larger than the image pads with black', file: 1, ops: [['centerCrop', [80, 120]]], maxDiff: 0, meanDiff: 0 },
   { name: 'centerCrop + normalize', file: 1, ops: [['centerCrop', 41], ['normalize']], maxDiff: 1e-6, meanDiff: 1e-7 },
-  // Measured: max 3 levels, mean 0.13 (a PNG of pattern(), whose blue channel is pixel-level texture).
-  { name: 'resize shorter side 256 (1.46x down)', file: 0, ops: [['resize', 256]], maxDiff: 4 / 255, meanDiff: 0.3 / 255 },
-  { name: 'resize + centerCrop (eval recipe)', file: 0, ops: [['resize', 256], ['centerCrop', 224], ['normalize']], maxDiff: 4 / 255 / 0.224, meanDiff: 0.3 / 255 / 0.224 },
-  { name: 'resize [h, w] changes the aspect ratio', file: 1, ops: [['resize', [50, 70]]], maxDiff: 4 / 255, meanDiff: 0.3 / 255 },
-  // Reductions from 4x and enlargements are PIL's own algorithm (libvips was 9 and 55 levels off).
-  { name: 'resize 4x down (PIL\'s resampling)', file: 0, ops: [['resize', [94, 125]]], maxDiff: 0, meanDiff: 0 },
-  { name: 'resize up (PIL\'s resampling)', file: 2, ops: [['resize', 120]], maxDiff: 0, meanDiff: 0 },
-  // Measured: max 2, mean 0.21 (libjpeg-turbo in PIL against mozjpeg in sharp).
-  { name: 'JPEG: resize + centerCrop', file: 3, ops: [['resize', 256], ['centerCrop', 224]], maxDiff: 4 / 255, meanDiff: 0.4 / 255 },
+  { name: 'resize shorter side 256 (1.46x down)', file: 0, ops: [['resize', 256]], maxDiff: 0, meanDiff: 0 },
+  { name: 'resize + centerCrop (eval recipe)', file: 0, ops: [['resize', 256], ['centerCrop', 224], ['normalize']], maxDiff: 1e-6, meanDiff: 1e-7 },
+  { name: 'resize [h, w] changes the aspect ratio', file: 1, ops: [['resize', [50, 70]]], maxDiff: 0, meanDiff: 0 },
+  { name: 'resize 4x down', file: 0, ops: [['resize', [94, 125]]], maxDiff: 0, meanDiff: 0 },
+  { name: 'resize up', file: 2, ops: [['resize', 120]], maxDiff: 0, meanDiff: 0 },
+  // Each side decodes the JPEG with its own library (mozjpeg in sharp, libjpeg-turbo in PIL).
+  { name: 'JPEG: resize + centerCrop', file: 3, ops: [['resize', 256], ['centerCrop', 224]], maxDiff: 0, meanDiff: 0 },
 ];
 
 function build(ops: Op[]): T.Transform {

@@ -1,7 +1,8 @@
 /**
- * `transforms`: image transforms with torchvision's names and semantics. Geometric steps run in
- * sharp on the decoded image (resizes that libvips would do differently, in a port of PIL's
- * resampling); `toTensor` and `normalize` are fused into the write of the batch.
+ * `transforms`: image transforms with torchvision's names and semantics, giving torchvision's
+ * pixels. Images are decoded by libjpeg-turbo (JPEGs) or sharp (see {@link setImageBackend}),
+ * resized by PIL's algorithm in native code, off the main thread; `toTensor` and `normalize` are
+ * fused into the write of the batch.
  *
  * @example
  * import { transforms } from 'finetorch';
@@ -23,3 +24,5 @@ export { colorJitter } from './color';
 export type { ColorJitterOptions } from './color';
 export { toTensor, normalize, IMAGENET_MEAN, IMAGENET_STD } from './tensor';
 export { imagenet } from './presets';
+export { getImageBackend, setImageBackend } from './backend';
+export type { ImageBackend } from './backend';

@@ -1,14 +1,16 @@
 /**
- * @internal Runs a compiled transform on one image. Geometry is planned in JS into "passes" that
- * sharp can each do in one go (its fixed order: crop, resize, crop, pad); sharp decodes and
- * resamples on libuv's threadpool, except the resizes where libvips and PIL disagree, which run
- * PIL's algorithm (resample.ts); the result is written as CHW float32 into the batch buffer
- * through per-channel lookup tables, with deferred left-right flips applied by the write order.
+ * @internal Runs a compiled transform on one image. Geometry is planned in JS into passes: a file is
+ * decoded by sharp on libuv's threadpool with its first crop (libvips then decodes only the rows it
+ * needs); every resize is PIL's resampling in native code on the same threadpool (resample.cc, bit
+ * for bit what torchvision's Resize does to a PIL image); later crops and pads are row copies. The
+ * result is written as CHW float32 into the batch buffer through per-channel lookup tables, with
+ * deferred left-right flips applied by the write order.
  */
 import { promises as fsp } from 'fs';
-import sharp, { type KernelEnum, type SharpOptions } from 'sharp';
+import sharp, { type SharpOptions } from 'sharp';
 import type { Rng } from '../data/random';
-import { resample } from './resample';
+import { native } from '../native';
+import { getImageBackend } from './backend';
 import { tables, type Compiled, type Geometry, type Interpolation, type RawImage } from './transform';
 
 /** What a file's header says, cached by datasets between epochs. */
@@ -62,35 +64,12 @@ function packed(luts: Float32Array[]): Float32Array {
 }
 
 interface Rect { left: number; top: number; width: number; height: number }
-/** What sharp does in one go. */
-interface SharpPass {
-  pre?: Rect;
-  resize?: { width: number; height: number; kernel: keyof KernelEnum };
-  post?: Rect;
-  pad?: { left: number; top: number; right: number; bottom: number };
-}
-/** A resize by the port of PIL's resampling, on the decoded pixels. */
+interface Padding { left: number; top: number; right: number; bottom: number }
+/** A crop, with black borders where it reaches outside the image. */
+interface CropPass { crop: Rect; pad?: Padding }
+/** A resize by PIL's resampling (native, on the threadpool). */
 interface ResamplePass { resample: { width: number; height: number; interpolation: Interpolation } }
-type Pass = SharpPass | ResamplePass;
-
-type Filter = 'bilinear' | 'bicubic';
-const KERNEL: Record<Filter, keyof KernelEnum> = { bilinear: 'linear', bicubic: 'cubic' };
-
-/**
- * Whether libvips' resize gives PIL's result (torchvision's, on PIL images). Measured against
- * Pillow, on noise and photographs: reducing both axes by less than 4x, bilinear or bicubic, it is
- * PIL's antialiased convolution up to rounding (a quarter of a level of 255 apart on average, at
- * most a few levels at a few pixels) and 2-3x faster than resample.ts, so libvips keeps those
- * (without shrink-on-load: a JPEG decoded at half scale from 3x was up to 5 levels off).
- * Elsewhere it is not: enlarging, it samples on a grid about half an input pixel off PIL's (a ramp
- * enlarged 64 -> 73 starts 0, 2, 5, 9 where PIL gives 0, 3, 7, 10); from 4x it box-shrinks first
- * (0.7 to 1.5 levels off on a photograph, 2 to 3 on noise); its nearest picks other pixels, and
- * its lanczos3 is over a level off on noise.
- */
-function libvipsMatchesPil(fromW: number, fromH: number, toW: number, toH: number, interpolation: Interpolation): interpolation is Filter {
-  return (interpolation === 'bilinear' || interpolation === 'bicubic') &&
-    toW <= fromW && toH <= fromH && fromW < 4 * toW && fromH < 4 * toH;
-}
+type Pass = CropPass | ResamplePass;
 
 // The first frame of GIF/TIFF; 'truncated' fails on cut-off files as PIL does, not on benign warnings.
 const OPEN: SharpOptions = { pages: 1, page: 0, failOn: 'truncated' };
@@ -118,40 +97,21 @@ async function readMeta(bytes: Buffer): Promise<ImageMeta> {
   return { width: m.width, height: m.height, hasAlpha: m.hasAlpha ?? false, format: m.format ?? 'unknown' };
 }
 
-/**
- * Collects geometry into passes: sharp passes, a new one whenever sharp's order would be broken,
- * and resample passes for the resizes libvips would do differently from PIL.
- */
+/** Collects geometry into passes: consecutive crops become one, each resize is a pass of its own. */
 class Planner implements Geometry {
   width: number;
   height: number;
   mirrored = false;
   passes: Pass[] = [];
-  private open: SharpPass | undefined;
 
   constructor(width: number, height: number) {
     this.width = width;
     this.height = height;
   }
 
-  private pass(fresh: boolean): SharpPass {
-    if (!this.open || fresh) {
-      this.open = {};
-      this.passes.push(this.open);
-    }
-    return this.open;
-  }
-
   resize(width: number, height: number, interpolation: Interpolation): void {
     if (width === this.width && height === this.height) return;
-    if (libvipsMatchesPil(this.width, this.height, width, height, interpolation)) {
-      const cur = this.open;
-      const p = this.pass(!!cur && !!(cur.resize || cur.post || cur.pad));
-      p.resize = { width, height, kernel: KERNEL[interpolation] };
-    } else {
-      this.passes.push({ resample: { width, height, interpolation } });
-      this.open = undefined;
-    }
+    this.passes.push({ resample: { width, height, interpolation } });
     this.width = width;
     this.height = height;
   }
@@ -159,19 +119,20 @@ class Planner implements Geometry {
   crop(left: number, top: number, width: number, height: number): void {
     if (this.mirrored) left = this.width - left - width;
     if (left === 0 && top === 0 && width === this.width && height === this.height) return;
-    const p = this.pass(!!this.open?.pad);
     const l = Math.max(0, left);
     const t = Math.max(0, top);
     const r = Math.min(this.width, left + width);
     const b = Math.min(this.height, top + height);
     if (r <= l || b <= t) throw new Error(`crop ${width}x${height} at (${left}, ${top}) lies outside the ${this.width}x${this.height} image`);
-    const base = p.resize ? p.post : p.pre;
-    const rect = { left: (base?.left ?? 0) + l, top: (base?.top ?? 0) + t, width: r - l, height: b - t };
-    if (p.resize) p.post = rect;
-    else p.pre = rect;
+    const last = this.passes[this.passes.length - 1];
+    // A crop of an unpadded crop is one crop of the first one's source.
+    const base = last && 'crop' in last && !last.pad ? last.crop : undefined;
+    const pass: CropPass = { crop: { left: (base?.left ?? 0) + l, top: (base?.top ?? 0) + t, width: r - l, height: b - t } };
     if (l > left || t > top || r < left + width || b < top + height) {
-      p.pad = { left: l - left, top: t - top, right: left + width - r, bottom: top + height - b };
+      pass.pad = { left: l - left, top: t - top, right: left + width - r, bottom: top + height - b };
     }
+    if (base) this.passes[this.passes.length - 1] = pass;
+    else this.passes.push(pass);
     this.width = width;
     this.height = height;
   }
@@ -184,7 +145,6 @@ class Planner implements Geometry {
   take(): Pass[] {
     const out = this.passes;
     this.passes = [];
-    this.open = undefined;
     return out;
   }
 }
@@ -192,23 +152,61 @@ class Planner implements Geometry {
 /** A file's bytes, read by Node into memory (sharp decodes from a Buffer faster than from a path). */
 type Encoded = { file: string; bytes: Buffer; meta: ImageMeta };
 
-async function runPass(input: Encoded | { raw: RawImage }, pass: SharpPass): Promise<RawImage> {
-  const isFile = 'file' in input;
-  let img = isFile
-    ? sharp(input.bytes, OPEN)
-    : sharp(input.raw.data, { raw: { width: input.raw.width, height: input.raw.height, channels: input.raw.channels as 1 | 3 } });
-  if (pass.pre) img = img.extract(pass.pre);
-  // No shrink-on-load (see libvipsMatchesPil): JPEG and WebP are decoded at full size, as by PIL.
-  if (pass.resize) img = img.resize(pass.resize.width, pass.resize.height, { fit: 'fill', kernel: pass.resize.kernel, fastShrinkOnLoad: false });
-  if (pass.post) img = img.extract(pass.post);
-  if (pass.pad) img = img.extend({ ...pass.pad, background: BLACK });
-  // Files become 3-channel sRGB (greyscale expanded, alpha dropped) as torchvision's convert('RGB').
-  img = isFile ? img.removeAlpha().toColourspace('srgb') : img.toColourspace(input.raw.channels === 1 ? 'b-w' : 'srgb');
-  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
-  if (info.channels !== (isFile ? 3 : input.raw.channels) || data.length !== info.width * info.height * info.channels) {
+/**
+ * Decodes a file to 3-channel sRGB (greyscale expanded, alpha dropped, as torchvision's
+ * convert('RGB')), cropped and padded as `pass` says. JPEG and WebP are decoded at full scale, as
+ * by PIL: a reduced-scale decode (shrink-on-load) is faster but does not give PIL's pixels.
+ */
+async function decode(input: Encoded, pass?: CropPass): Promise<RawImage> {
+  let img = sharp(input.bytes, OPEN);
+  if (pass) img = img.extract(pass.crop);
+  if (pass?.pad) img = img.extend({ ...pass.pad, background: BLACK });
+  const { data, info } = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
     throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
   }
-  return { data, width: info.width, height: info.height, channels: info.channels };
+  return { data, width: info.width, height: info.height, channels: 3 };
+}
+
+/**
+ * Decodes a JPEG's crop with libjpeg-turbo, resized in the same native task when the next pass is
+ * a resize (taken from `passes`). null when libjpeg does not decode the file cleanly: sharp then
+ * decodes it, and reports what is wrong with it.
+ */
+async function decodeJpeg(input: Encoded, first: CropPass | undefined, passes: Pass[]): Promise<RawImage | null> {
+  const { width: W, height: H } = input.meta;
+  const rect = first?.crop ?? { left: 0, top: 0, width: W, height: H };
+  const next = passes[0];
+  const fused = !first?.pad && next && 'resample' in next ? next.resample : undefined;
+  const width = fused?.width ?? rect.width;
+  const height = fused?.height ?? rect.height;
+  const data = await native.decodeJpeg!(input.bytes, rect.left, rect.top, rect.width, rect.height, width, height, fused?.interpolation ?? 'nearest');
+  if (!data) return null;
+  if (fused) passes.shift();
+  const img = { data, width, height, channels: 3 };
+  return first?.pad ? cropPixels(img, { crop: { left: 0, top: 0, width, height }, pad: first.pad }) : img;
+}
+
+/** A crop of decoded pixels by row copies, black where it reaches outside the image. */
+function cropPixels(img: RawImage, { crop, pad }: CropPass): RawImage {
+  const { data, width: W, channels: C } = img;
+  const left = pad?.left ?? 0;
+  const top = pad?.top ?? 0;
+  const width = crop.width + left + (pad?.right ?? 0);
+  const height = crop.height + top + (pad?.bottom ?? 0);
+  const out = new Uint8Array(width * height * C);
+  const rowBytes = crop.width * C;
+  for (let y = 0; y < crop.height; y++) {
+    const from = ((crop.top + y) * W + crop.left) * C;
+    out.set(data.subarray(from, from + rowBytes), ((y + top) * width + left) * C);
+  }
+  return { data: out, width, height, channels: C };
+}
+
+/** Resizes decoded pixels by PIL's resampling, natively on libuv's threadpool. */
+async function resize(img: RawImage, { width, height, interpolation }: ResamplePass['resample']): Promise<RawImage> {
+  const data = await native.resampleImage(img.data, img.width, img.height, img.channels, width, height, interpolation);
+  return { data, width, height, channels: img.channels };
 }
 
 /** Writes an 8-bit HWC image as CHW float32 through the per-channel tables, mirrored if asked. */
@@ -251,8 +249,8 @@ function writeCHW(img: RawImage, luts: Float32Array[], mirrored: boolean, out: F
 }
 
 /**
- * Runs `compiled` on `source` with the sample's random stream: decode and geometry in sharp, colour
- * steps on the 8-bit image, and a writer for the final CHW float32 values.
+ * Runs `compiled` on `source` with the sample's random stream: decode (sharp), geometry (crops and
+ * PIL's resampling), colour steps on the 8-bit image, and a writer for the final CHW float32 values.
  */
 export async function runTransform(source: ImageSource, compiled: Compiled, rng: Rng): Promise<Decoded> {
   let meta: ImageMeta | undefined;
@@ -268,7 +266,7 @@ export async function runTransform(source: ImageSource, compiled: Compiled, rng:
     current = { file: source.file, bytes, meta };
     if (meta.hasAlpha) {
       // Dropping alpha before any resampling keeps the colour of transparent pixels, as PIL's convert('RGB').
-      current = { raw: await runPass(current, {}) };
+      current = { raw: await decode(current) };
       owned = true;
     }
   } else {
@@ -279,18 +277,18 @@ export async function runTransform(source: ImageSource, compiled: Compiled, rng:
 
   const flush = async (): Promise<RawImage> => {
     const passes = plan.take();
-    if (passes.length === 0 && 'file' in current) passes.push({});
-    for (const p of passes) {
-      if ('resample' in p) {
-        const { width, height, interpolation } = p.resample;
-        const img = 'file' in current ? await runPass(current, {}) : current.raw;
-        current = { raw: resample(img, width, height, interpolation) };
-      } else {
-        current = { raw: await runPass(current, p) };
-      }
+    if ('file' in current) {
+      // The file's first crop is decoded as such: only the rows (and with libjpeg the columns) it needs.
+      const first = passes[0] && 'crop' in passes[0] ? (passes.shift() as CropPass) : undefined;
+      const jpeg = current.meta.format === 'jpeg' && getImageBackend() === 'libjpeg' ? await decodeJpeg(current, first, passes) : null;
+      current = { raw: jpeg ?? await decode(current, first) };
       owned = true;
     }
-    return (current as { raw: RawImage }).raw;
+    for (const p of passes) {
+      current = { raw: 'crop' in p ? cropPixels(current.raw, p) : await resize(current.raw, p.resample) };
+      owned = true;
+    }
+    return current.raw;
   };
 
   for (const step of compiled.image) {
