@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 namespace finetorch {
 namespace {
@@ -29,6 +30,7 @@ struct ErrorManager {
   jpeg_error_mgr pub;
   jmp_buf jump;
   bool warned;
+  bool cutShort;  // "Premature end of JPEG file"
 };
 
 void OnError(j_common_ptr cinfo) {
@@ -36,11 +38,15 @@ void OnError(j_common_ptr cinfo) {
 }
 
 void OnMessage(j_common_ptr cinfo, int level) {
-  if (level < 0) reinterpret_cast<ErrorManager*>(cinfo->err)->warned = true;
+  if (level >= 0) return;
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  err->warned = true;
+  if (cinfo->err->msg_code == JWRN_JPEG_EOF) err->cutShort = true;
 }
 
 // A JPEG stream ends with EOI (FF D9), maybe followed by padding. A file cut short does not, and
-// PIL refuses it; libjpeg would only notice when it reads that far, which a crop may not.
+// PIL refuses it; libjpeg only notices when it reads that far, which a crop may not. A file
+// without it at the end (cut short, or with data after EOI, which PIL accepts) is read whole.
 bool EndsWithEoi(const uint8_t* data, size_t size) {
   size_t end = size;
   while (end > 2 && (data[end - 1] == 0 || data[end - 1] == 0xFF) && !(data[end - 2] == 0xFF && data[end - 1] == 0xD9)) end--;
@@ -53,22 +59,27 @@ struct Request {
   int left, top, width, height;  // the crop, inside the image
 };
 
-// Decodes the crop as RGB into `out` (width * height * 3). false: not decodable cleanly here.
-// No C++ object with a destructor lives across the setjmp: libjpeg's errors longjmp back to it.
-bool DecodeCrop(const Request& r, uint8_t* out) {
+enum class Outcome { kDecoded, kElsewhere, kCutShort };
+
+// Decodes the crop as RGB into `out` (width * height * 3); `whole`: reads every row to the end of
+// the stream. kElsewhere: not decodable cleanly here (another decoder reports why); kCutShort:
+// the stream ends before the image does. The only objects alive across the setjmp are in this
+// frame (libjpeg's errors longjmp back to it), so none of their destructors is skipped.
+Outcome DecodeCrop(const Request& r, bool whole, uint8_t* out) {
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = OnError;
   err.pub.emit_message = OnMessage;
   err.warned = false;
+  err.cutShort = false;
   // The widest row jpeg_crop_scanline can return: the crop, an iMCU (at most 32 pixels) of margin
   // each side, and up to an iMCU more where it aligns the start down.
   std::vector<uint8_t> rowBuffer((static_cast<size_t>(r.width) + 4 * 32) * 3);
   JSAMPROW row = rowBuffer.data();
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
-    return false;
+    return err.cutShort ? Outcome::kCutShort : Outcome::kElsewhere;
   }
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, const_cast<unsigned char*>(r.bytes), static_cast<unsigned long>(r.size));
@@ -77,7 +88,7 @@ bool DecodeCrop(const Request& r, uint8_t* out) {
   if ((!colour && cinfo.jpeg_color_space != JCS_GRAYSCALE) || err.warned ||
       r.left + r.width > static_cast<int>(cinfo.image_width) || r.top + r.height > static_cast<int>(cinfo.image_height)) {
     jpeg_destroy_decompress(&cinfo);
-    return false;
+    return err.cutShort ? Outcome::kCutShort : Outcome::kElsewhere;
   }
   cinfo.out_color_space = JCS_RGB;  // greyscale too: R = G = B, as PIL's convert('RGB')
   jpeg_start_decompress(&cinfo);
@@ -89,7 +100,7 @@ bool DecodeCrop(const Request& r, uint8_t* out) {
   JDIMENSION xoff = static_cast<JDIMENSION>(x0);
   JDIMENSION cropW = static_cast<JDIMENSION>(x1 - x0);
   if (xoff > 0 || cropW < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &cropW);
-  const int skip = std::max(0, r.top - imcuH);
+  const int skip = whole ? 0 : std::max(0, r.top - imcuH);
   if (skip > 0 && jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(skip)) != static_cast<JDIMENSION>(skip)) longjmp(err.jump, 1);
   if (static_cast<size_t>(cinfo.output_width) * 3 > rowBuffer.size()) longjmp(err.jump, 1);
   const size_t from = static_cast<size_t>(r.left - static_cast<int>(xoff)) * 3;
@@ -97,9 +108,15 @@ bool DecodeCrop(const Request& r, uint8_t* out) {
     if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) longjmp(err.jump, 1);
     if (y >= r.top) std::memcpy(out + static_cast<size_t>(y - r.top) * r.width * 3, row + from, static_cast<size_t>(r.width) * 3);
   }
-  const bool clean = !err.warned;
-  jpeg_destroy_decompress(&cinfo);  // the rows below the crop are never decoded
-  return clean;
+  if (whole) {
+    while (cinfo.output_scanline < cinfo.output_height) {
+      if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) longjmp(err.jump, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+  }
+  const Outcome outcome = err.cutShort ? Outcome::kCutShort : err.warned ? Outcome::kElsewhere : Outcome::kDecoded;
+  jpeg_destroy_decompress(&cinfo);  // unless `whole`, the rows below the crop are never decoded
+  return outcome;
 }
 
 class DecodeWorker : public Napi::AsyncWorker {
@@ -115,20 +132,17 @@ class DecodeWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      if (!EndsWithEoi(r_.bytes, r_.size)) return;
-      if (outW_ == r_.width && outH_ == r_.height) {
-        ok_ = DecodeCrop(r_, out_);
-        return;
-      }
-      std::vector<uint8_t> crop(static_cast<size_t>(r_.width) * r_.height * 3);
-      if (!DecodeCrop(r_, crop.data())) return;
-      Resample(crop.data(), r_.width, r_.height, 3, outW_, outH_, f_, out_);
-      ok_ = true;
+      const bool whole = !EndsWithEoi(r_.bytes, r_.size);
+      const bool resize = outW_ != r_.width || outH_ != r_.height;
+      std::vector<uint8_t> crop(resize ? static_cast<size_t>(r_.width) * r_.height * 3 : 0);
+      outcome_ = DecodeCrop(r_, whole, resize ? crop.data() : out_);
+      if (outcome_ == Outcome::kCutShort) SetError("image file is truncated (the JPEG data ends before the image does)");
+      if (outcome_ == Outcome::kDecoded && resize) Resample(crop.data(), r_.width, r_.height, 3, outW_, outH_, f_, out_);
     } catch (const std::exception& e) {
       SetError(std::string("decodeJpeg: ") + e.what());
     }
   }
-  void OnOK() override { deferred_.Resolve(ok_ ? outRef_.Value() : Env().Null()); }
+  void OnOK() override { deferred_.Resolve(outcome_ == Outcome::kDecoded ? outRef_.Value() : Env().Null()); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
@@ -138,7 +152,7 @@ class DecodeWorker : public Napi::AsyncWorker {
   Request r_;
   int outW_, outH_;
   Filter f_;
-  bool ok_ = false;
+  Outcome outcome_ = Outcome::kElsewhere;
 };
 
 int Int(const Napi::Value& v, int min, const char* what) {
