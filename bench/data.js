@@ -5,14 +5,15 @@
  * each decoded, random-resized-cropped to 224, flipped and normalised into batches of 32.
  *
  *   npx tsc -p tsconfig.build.json && node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4]
- *     [--sharp-concurrency N] [--same-malloc]
+ *     [--sharp-concurrency N] [--same-malloc] [--backend libjpeg|sharp]
  *
  * The images are generated once with sharp into a cache folder under the OS temp dir. Each side
  * runs one warm-up epoch (page cache, worker start-up), then `rounds` timed epochs, alternating
  * finetorch and PyTorch so both see the same machine load; it prints the ratio of the best epochs
- * and the median of the per-round ratios. It also prints the machine's JPEG decode limit: sharp
- * decoding the same files to full-size RGB and nothing else, one image per core at a time
- * (libvips threads 1), which no pipeline that decodes every image at full size can beat.
+ * and the median of the per-round ratios. It also prints the machine's JPEG decode limits: each
+ * file decoded whole to RGB and nothing else, one image per core at a time, by libjpeg-turbo (what
+ * PIL decodes with; finetorch's default for JPEGs, which decodes only a crop's rows and columns)
+ * and by sharp (libvips threads 1). A pipeline that decodes every image whole cannot beat them.
  * --sharp-concurrency sets libvips' threads per image (sharp.concurrency; default: sharp's own).
  * Python is $FINETORCH_PYTHON or /usr/bin/python3 (Debian's python3-torch/torchvision).
  */
@@ -31,7 +32,8 @@ const o = benchOptions(process.argv.slice(2), {
   prefetch: { type: 'int', default: 4, min: 0 },
   'sharp-concurrency': { type: 'int', default: 0, min: 0 },
   'same-malloc': { type: 'flag' },
-}, 'node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4] [--sharp-concurrency N] [--same-malloc]');
+  backend: { type: 'string', default: '' },
+}, 'node bench/data.js [--images 2000] [--rounds 3] [--prefetch 4] [--sharp-concurrency N] [--same-malloc] [--backend libjpeg|sharp]');
 const N = o.images;
 const ROUNDS = o.rounds;
 const PREFETCH = o.prefetch;
@@ -123,20 +125,29 @@ for _ in range(rounds):
     print(json.dumps(epoch()), flush=True)
 `;
 
-/** Images/s of sharp decoding every file to full-size RGB, `parallel` at a time, libvips threads 1. */
-async function decodeLimit(root, parallel) {
+/**
+ * Images/s of decoding every file whole to RGB, `parallel` at a time: by sharp (libvips threads 1)
+ * and by libjpeg-turbo (finetorch's decoder; null in a build without it).
+ */
+async function decodeLimits(root, parallel) {
   const files = fs.readdirSync(root).flatMap((c) => (c.startsWith('.') ? [] : fs.readdirSync(path.join(root, c)).map((f) => path.join(root, c, f))));
   const bytes = files.map((f) => fs.readFileSync(f));
-  const before = sharp.concurrency();
-  sharp.concurrency(1);
-  try {
+  const rate = async (decode) => {
     const t0 = process.hrtime.bigint();
     let next = 0;
     const worker = async () => {
-      while (next < bytes.length) await sharp(bytes[next++]).removeAlpha().toColourspace('srgb').raw().toBuffer();
+      while (next < bytes.length) await decode(bytes[next++]);
     };
     await Promise.all(Array.from({ length: parallel }, worker));
     return bytes.length / (Number(process.hrtime.bigint() - t0) / 1e9);
+  };
+  const before = sharp.concurrency();
+  sharp.concurrency(1);
+  try {
+    const bySharp = await rate((b) => sharp(b).removeAlpha().toColourspace('srgb').raw().toBuffer());
+    const { native } = require(path.join(__dirname, '..', 'dist', 'native'));
+    const byLibjpeg = native.decodeJpeg ? await rate((b) => native.decodeJpeg(b, 0, 0, 500, 375, 500, 375, 'nearest')) : null;
+    return { bySharp, byLibjpeg };
   } finally {
     sharp.concurrency(before);
   }
@@ -154,6 +165,7 @@ async function main() {
     transforms.randomResizedCrop(224), transforms.randomHorizontalFlip(), transforms.toTensor(), transforms.normalize(),
   ]);
   if (o.sharpConcurrency) sharp.concurrency(o.sharpConcurrency);
+  if (o.backend) transforms.setImageBackend(o.backend);
   const ds = new data.ImageFolder(root, { transform: train });
   const loader = new data.DataLoader(ds, { batchSize: BATCH, shuffle: true, seed: 0, prefetch: PREFETCH });
   console.log(`${os.cpus().length} CPUs, load average ${loadAverage()}; ` +
@@ -171,15 +183,18 @@ async function main() {
     console.log(`round ${r + 1}: finetorch ${(f.n / f.secs).toFixed(1)} images/s, PyTorch ${(p.n / p.secs).toFixed(1)} images/s, ` +
       `ratio ${(ft[r] / pt[r]).toFixed(2)}x`);
   }
-  const limit = await decodeLimit(root, os.availableParallelism());
+  const limits = await decodeLimits(root, os.availableParallelism());
   const best = (xs) => Math.max(...xs);
   console.log(`finetorch DataLoader: ${best(ft).toFixed(1)} images/s (best of ${ROUNDS})`);
   console.log(`PyTorch DataLoader (num_workers=2): ${best(pt).toFixed(1)} images/s (best of ${ROUNDS})`);
   const ratios = ft.map((f, r) => f / pt[r]).sort((a, b) => a - b);
   console.log(`ratio finetorch / PyTorch: ${(best(ft) / best(pt)).toFixed(2)}x (best epochs), ` +
     `${ratios[ratios.length >> 1].toFixed(2)}x (median of the rounds' ratios)`);
-  console.log(`JPEG decode alone (sharp, full size, ${os.availableParallelism()} at a time): ${limit.toFixed(1)} images/s; ` +
-    `finetorch's best epoch is ${((100 * best(ft)) / limit).toFixed(0)}% of it; load average ${loadAverage()}`);
+  const { bySharp, byLibjpeg } = limits;
+  const of = (limit) => `${limit.toFixed(1)} images/s (finetorch's best epoch is ${((100 * best(ft)) / limit).toFixed(0)}% of it)`;
+  console.log(`JPEG decode alone, whole images, ${os.availableParallelism()} at a time: ` +
+    `${byLibjpeg ? `libjpeg-turbo ${of(byLibjpeg)}, ` : ''}sharp ${of(bySharp)}; load average ${loadAverage()}`);
+  console.log(`image backend: ${transforms.getImageBackend()} (transforms.setImageBackend)`);
 }
 
 main().catch((e) => {

@@ -130,10 +130,11 @@ function walk(dir: string, extensions: Set<string>): { files: { path: string; re
  * followed as torchvision follows them, without looping; a file that thereby belongs to two classes
  * stays a sample of both, as in torchvision, and is listed in `duplicates` with one warning.
  *
- * Each file is read into memory by Node and decoded by sharp from there; in a DataLoader the
- * batch is then written natively off the main thread. The first decode turns off libvips'
- * operation cache (`sharp.cache(false)`; no operation repeats in a data pipeline) unless the
- * application has set sharp's cache limits itself.
+ * Each file is read into memory by Node and decoded from there, off the main thread: JPEGs by
+ * libjpeg-turbo (only the part the first crop needs), other formats by sharp (see
+ * `transforms.setImageBackend`); in a DataLoader the batch is then written natively. The first
+ * sharp decode turns off libvips' operation cache (`sharp.cache(false)`; no operation repeats in a
+ * data pipeline) unless the application has set sharp's cache limits itself.
  *
  * @example
  * const train = new data.ImageFolder('photos/train', { transform: transforms.imagenet({ train: true }) });

@@ -1,7 +1,7 @@
 /**
  * Geometric transforms: each computes, from the image size (and the sample's random stream), the
- * crop/resize/flip that torchvision would do; sharp then does the work on the image, except the
- * resizes where libvips would not give PIL's pixels (see pipeline.ts), which resample.ts does.
+ * crop/resize/flip that torchvision would do; pipeline.ts then does the work on the image: the
+ * decoder crops, PIL's resampling (native/resample.cc) resizes, and flips happen as it is written.
  */
 import * as check from '../check';
 import { interpolationArg, optionsArg, roundHalfEven, sizeArg, Transform, type Geometry, type Interpolation } from './transform';
@@ -26,10 +26,9 @@ export function resizedSize(width: number, height: number, size: number | [numbe
 /**
  * Resizes as torchvision's `Resize` on a PIL image: an integer `size` sets the shorter side (the
  * other keeps the aspect ratio, truncated as torchvision does), `[height, width]` sets both.
- * Bilinear by default, resampled as PIL does (antialiased when shrinking): enlarging and
- * reductions of 4x or more give PIL's pixels exactly, smaller reductions within a level of 255 on
- * average. Exactness has a price on large photos: a 4x reduction decodes the whole image and runs
- * PIL's algorithm on the main thread, several times the cost of libvips' shortcuts.
+ * Bilinear by default, resampled by PIL's algorithm (antialiased when shrinking) in native code off
+ * the main thread: every filter gives PIL's pixels exactly. The image is decoded at full scale
+ * first, as by PIL (no reduced-scale JPEG decode, which would give other pixels).
  *
  * @example
  * transforms.resize(256);                                   // shorter side 256

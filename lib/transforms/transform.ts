@@ -1,8 +1,8 @@
 /**
  * The transform model. A transform is a list of steps of three kinds, run in order:
  *  - geometry (resize, crops, flips): only planned in JS, from the image size and the sample's
- *    random stream; the plan is then run by sharp on the image, or by the port of PIL's
- *    resampling for the resizes libvips does differently (flips are applied when writing);
+ *    random stream; the plan is then run on the image: the first crop by the decoder, resizes by
+ *    PIL's resampling in native code, later crops by row copies (flips are applied when writing);
  *  - pixels (colour jitter): run on the decoded 8-bit image;
  *  - toTensor and normalize: folded into one lookup table per channel, applied while the image is
  *    written as CHW float32 straight into its slot of the batch buffer.
