@@ -17,7 +17,8 @@ const CLASSES = 4;
 const TOL = 1e-5;
 
 type Weights = Record<string, number[]>;
-interface TrainResult { weights: Weights; checkpoints: string[]; evaluate?: { accuracy: number; loss: number; samples: number; confusion: number[][] } }
+interface MultiLabelResult { loss: number; samples: number; meanAP: number; perLabel: { f1: number; averagePrecision: number; support: number }[] }
+interface TrainResult { weights: Weights; checkpoints: string[]; evaluate?: { accuracy: number; loss: number; samples: number; confusion: number[][] }; multilabel?: MultiLabelResult }
 interface Recipe { model: string; optimizer: 'sgd' | 'adamw'; mode?: 'fit' | 'generic' | 'manual'; accum?: number; freeze?: string[]; lora?: string[]; epochs?: number }
 
 const PY_MODELS = String.raw`
@@ -159,7 +160,7 @@ describe('DistributedDataParallel: 2 ranks x batch 8 == 1 process x batch 16 wit
   });
 });
 
-test('evaluate under DDP: every rank reports the accuracy, loss and sample count of the whole set', async () => {
+test('evaluate under DDP: every rank reports the accuracy, loss and sample count of the whole set, and multi-label F1 and average precision', async () => {
   const [r0, r1] = await trainTwoRanks('evaluate', { model: 'mlp.pt', optimizer: 'sgd', epochs: 0 }, 8, { evaluate: true });
   const model = await torch.jit.load(path.join(dir, 'mlp.pt'));
   const whole = await torch.train.evaluate(model, new torch.data.DataLoader(dataset(), { batchSize: 5 }));
@@ -169,6 +170,26 @@ test('evaluate under DDP: every rank reports the accuracy, loss and sample count
     expect(r.evaluate!.accuracy).toBeCloseTo(whole.accuracy, 12);
     expect(r.evaluate!.loss).toBeCloseTo(whole.loss, 5);
     expect(r.evaluate!.confusion).toEqual(whole.confusion);
+  }
+  // Multi-label (label c on where feature c is positive): per-label F1 and average precision of the whole set.
+  const x = readF32(path.join(dir, 'x.f32'));
+  const batches = [];
+  for (let s = 0; s < N; s += 5) {
+    const rows = Math.min(5, N - s);
+    const y = new Float32Array(rows * CLASSES);
+    for (let k = 0; k < rows; k++) for (let c = 0; c < CLASSES; c++) y[k * CLASSES + c] = x[(s + k) * FEATURES + c] > 0 ? 1 : 0;
+    batches.push({ input: torch.tensor(x.slice(s * FEATURES, (s + rows) * FEATURES), { shape: [rows, FEATURES] }), target: torch.tensor(y, { shape: [rows, CLASSES] }) });
+  }
+  const mlp = await torch.jit.load(path.join(dir, 'mlp.pt'));
+  const ml = await torch.train.evaluate(mlp, batches, { loss: new torch.nn.BCEWithLogitsLoss() });
+  mlp.dispose();
+  for (const r of [r0, r1]) {
+    expect(r.multilabel!.samples).toBe(N);
+    expect(r.multilabel!.loss).toBeCloseTo(ml.loss, 5);
+    expect(r.multilabel!.perLabel.map((l) => l.support)).toEqual(ml.multilabel!.perLabel.map((l) => l.support));
+    expect(r.multilabel!.perLabel.map((l) => l.f1)).toEqual(ml.multilabel!.perLabel.map((l) => expect.closeTo(l.f1, 10)));
+    expect(r.multilabel!.perLabel.map((l) => l.averagePrecision)).toEqual(ml.multilabel!.perLabel.map((l) => expect.closeTo(l.averagePrecision, 10)));
+    expect(r.multilabel!.meanAP).toBeCloseTo(ml.multilabel!.meanAP, 10);
   }
 });
 

@@ -192,6 +192,31 @@ export async function sumAcrossRanks(values: number[]): Promise<number[]> {
 }
 
 /**
+ * @internal Every rank's list of numbers (float64; the lengths may differ), in rank order: the
+ * lengths are summed first, then the lists, padded to the longest, are gathered.
+ */
+export async function gatherAcrossRanks(values: Float64Array): Promise<Float64Array[]> {
+  const lengths = new Array<number>(getWorldSize()).fill(0);
+  lengths[getRank()] = values.length;
+  const all = await sumAcrossRanks(lengths);
+  const longest = Math.max(...all);
+  if (longest === 0) return all.map(() => new Float64Array(0));
+  const padded = new Float64Array(longest);
+  padded.set(values);
+  const t = tensor(padded, { shape: [longest] });
+  try {
+    const parts = await allGather(t);
+    try {
+      return await Promise.all(parts.map(async (p, r) => (await p.data() as Float64Array).slice(0, all[r])));
+    } finally {
+      parts.forEach((p) => p.dispose());
+    }
+  } finally {
+    t.dispose();
+  }
+}
+
+/**
  * Resolves once every rank has reached it.
  *
  * @example

@@ -6,7 +6,7 @@
  * and MAE.
  */
 import { inferenceMode } from '../autograd';
-import { sumAcrossRanks } from '../distributed';
+import { gatherAcrossRanks, sumAcrossRanks } from '../distributed';
 import type { ScriptModule } from '../jit/module';
 import { DistributedDataParallel } from '../nn/parallel/distributed';
 import { CrossEntropyLoss } from '../nn/loss';
@@ -97,7 +97,8 @@ function taskOf(lossFn: FitLoss): EvaluateTask {
  */
 export async function evaluate(modelOrDdp: ScriptModule | DistributedDataParallel, loader: BatchSource, options: EvaluateOptions = {}): Promise<EvaluateResult> {
   // Under DDP each rank sees its share; loss, sample counts, class counts and regression errors are
-  // summed across ranks (multi-label scores stay per rank: average precision needs every score).
+  // summed across ranks, and multi-label scores gathered from every rank (average precision needs
+  // every score).
   const ddp = modelOrDdp instanceof DistributedDataParallel;
   const model = modelOrDdp instanceof DistributedDataParallel ? modelOrDdp.module : modelOrDdp;
   checkLoss(options.loss, 'evaluate');
@@ -153,6 +154,7 @@ export async function evaluate(modelOrDdp: ScriptModule | DistributedDataParalle
   }
   if (ddp) {
     await classes.reduce(sumAcrossRanks);
+    if (task === 'multilabel') await labels.gather(gatherAcrossRanks);
     [lossSum, samples, sqErr, absErr, elements] = await sumAcrossRanks([lossSum, samples, sqErr, absErr, elements]);
   }
   if (samples === 0) throw new Error('evaluate: the loader yielded no samples');

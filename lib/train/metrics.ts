@@ -130,6 +130,33 @@ export class LabelCounts {
     }
   }
 
+  /**
+   * Replaces this rank's scores and targets by every rank's (`gather` returns each rank's list, in
+   * rank order): per-label counts and average precision then cover the whole set.
+   */
+  async gather(gather: (values: Float64Array) => Promise<Float64Array[]>): Promise<void> {
+    const L = this.scores.length;
+    const n = L ? this.scores[0].length : 0;
+    const mine = new Float64Array(2 + 2 * L * n);
+    mine[0] = L;
+    mine[1] = n;
+    let k = 2;
+    for (const list of [this.scores, this.positives]) for (const values of list) for (const v of values) mine[k++] = v;
+    const parts = await gather(mine);
+    const labels = Math.max(...parts.map((p) => p[0] ?? 0));
+    if (parts.some((p) => p[0] && p[0] !== labels)) throw new Error(`evaluate: ranks disagree on the label count (${parts.map((p) => p[0] ?? 0).join(', ')})`);
+    this.scores = Array.from({ length: labels }, () => []);
+    this.positives = Array.from({ length: labels }, () => []);
+    for (const p of parts) {
+      const count = p[1] ?? 0;
+      let j = 2;
+      for (const list of [this.scores, this.positives]) {
+        if (!p[0]) continue;
+        for (const values of list) for (let i = 0; i < count; i++) values.push(p[j++]);
+      }
+    }
+  }
+
   result(): { threshold: number; perLabel: { f1: number; precision: number; recall: number; averagePrecision: number; support: number }[]; meanF1: number; meanAP: number } {
     // sigmoid(x) > t  <=>  x > logit(t)
     const cut = Math.log(this.threshold / (1 - this.threshold));
