@@ -14,7 +14,8 @@
  *                   AdamW, torch.setNumThreads(train-threads)); sequential predicts meanwhile.
  *                   Training throughput is measured alone first, then while serving; then
  *                   again with training's threads at nice `training-nice` (setTrainingPriority).
- *   batching:       `clients` concurrent clients, each sending requests back to back, with
+ *   batching:       `clients` concurrent clients, each sending requests back to back (8 x clients
+ *                   requests in all, or `requests` if more), with
  *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off).
  *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images.
  * Prints a Markdown table. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
@@ -147,7 +148,8 @@ async function main() {
   const niced = await whileTraining(`, training at nice ${o.trainingNice}`);
   await predictor.close();
 
-  const total = Math.max(o.requests, 2 * o.clients);
+  // Steady state: enough requests for 8 full batches, so the last, partial one weighs little.
+  const total = Math.max(o.requests, 8 * o.clients);
   const off = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
   const rpsOff = await concurrent(off, o.size, o.clients, total);
   await off.close();

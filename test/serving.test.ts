@@ -40,6 +40,16 @@ cnn(7, 1).save(out + '/cnn7.pt')
 cnn(${C}, 2).save(out + '/cnn_b.pt')
 torch.manual_seed(3)
 torch.jit.script(nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))).save(out + '/big.pt')
+class Slow(nn.Module):
+    # A forward of about 0.2 GFLOP per row: long enough to see what arrives while it runs.
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(1024, 1024)
+    def forward(self, x):
+        for _ in range(100):
+            x = torch.tanh(self.l(x))
+        return x
+torch.jit.script(Slow()).save(out + '/slow.pt')
 `, [dir]);
 });
 
@@ -85,6 +95,25 @@ test('predict answers each concurrent caller with its row of model.eval().forwar
   expect(s).toMatchObject({ requests: 4, errors: 0, batches: 1, meanBatchSize: 4 });
   expect(s.latencyMs.p99).toBeGreaterThan(0);
   expect(s.latencyMs.p50).toBeLessThanOrEqual(s.latencyMs.p99);
+  await p.close();
+});
+
+test('requests that arrive while a batch runs gather into one batch, which runs when that one ends', async () => {
+  const p = await torch.serving.Predictor.load(file('slow.pt'), { maxBatch: 16, maxDelayMs: 0 });
+  const x = { data: floats(5, 1024), shape: [1024] };
+  const first = p.predict(x);
+  const later: Promise<Tensor>[] = [];
+  // Each one arrives after maxDelayMs: alone, it would have run as a batch of its own.
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 3));
+    later.push(p.predict(x));
+  }
+  const outs = await Promise.all([first, ...later]);
+  const s = p.stats();
+  expect(s.requests).toBe(6);
+  expect(s.batches).toBe(2);
+  const want = (await outs[0].data()) as Float32Array;
+  for (const o of outs.slice(1)) expect(maxAbsDiff((await o.data()) as Float32Array, want)).toBeLessThan(1e-5);
   await p.close();
 });
 

@@ -27,7 +27,11 @@ export interface PredictorOptions {
   threads?: number;
   /** The most concurrent requests run as one batch (default 8; 1 turns batching off). */
   maxBatch?: number;
-  /** How long a request waits for company before its batch runs, in ms (default 2). */
+  /**
+   * How long a request that finds the predictor idle waits for company before its batch runs, in
+   * ms (default 2). While a batch runs, new requests gather (up to `maxBatch`) until it ends, as
+   * Triton's dynamic batcher does: they would wait behind it anyway, and go as one batch.
+   */
   maxDelayMs?: number;
 }
 
@@ -151,6 +155,8 @@ export class Predictor {
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly latencies: number[] = [];
   private counts = { requests: 0, errors: 0, batches: 0, batched: 0 };
+  /** Batches handed to the predictor's thread and not answered yet. */
+  private running = 0;
   private closed = false;
 
   private constructor(
@@ -368,7 +374,8 @@ export class Predictor {
       }
       q.requests.push({ input: t, owned, topk, started, resolve, reject });
       if (q.requests.length >= this.maxBatch) this.flush(key);
-      else if (q.timer === undefined) q.timer = setTimeout(() => this.flush(key), this.maxDelayMs);
+      else if (this.running === 0 && q.timer === undefined) q.timer = setTimeout(() => this.flush(key), this.maxDelayMs);
+      // Otherwise the request waits for the running batch to end (see flush).
     });
   }
 
@@ -388,6 +395,12 @@ export class Predictor {
       run = Promise.reject(err);
     }
     const shape = batch[0].input.shape;
+    this.running++;
+    const ended = () => {
+      // What gathered while this batch ran goes now, as one batch per input shape.
+      if (--this.running === 0) for (const k of [...this.queues.keys()]) this.flush(k);
+    };
+    run.then(ended, ended);
     this.track(run).then(
       (rows) => {
         batch.forEach((r, i) => this.answer(r, () => r.resolve(rows[i]), false));
