@@ -1,8 +1,10 @@
 /**
  * @internal Runs a compiled transform on one image. Geometry is planned in JS into passes: a file is
- * decoded by sharp on libuv's threadpool with its first crop (libvips then decodes only the rows it
- * needs); every resize is PIL's resampling in native code on the same threadpool (resample.cc, bit
- * for bit what torchvision's Resize does to a PIL image); later crops and pads are row copies. The
+ * decoded on libuv's threadpool with its first crop, a JPEG by libjpeg-turbo (jpeg.cc: only the
+ * rows and columns the crop needs, and the resize that follows in the same task), other formats
+ * by sharp (libvips then decodes only the rows it needs); every resize is PIL's resampling in
+ * native code (resample.cc, bit for bit what torchvision's Resize does to a PIL image); later
+ * crops and pads are row copies. The
  * result is written as CHW float32 into the batch buffer through per-channel lookup tables, with
  * deferred left-right flips applied by the write order.
  */
