@@ -166,5 +166,5 @@ export async function finetune(a: FinetuneArgs): Promise<void> {
     summary: { 'validation accuracy': `${(ev.accuracy * 100).toFixed(1)}%`, [`top-${ev.k} accuracy`]: `${(ev.topk * 100).toFixed(1)}%`, epochs: history.epochs.length },
   });
   console.log(`validation accuracy ${(ev.accuracy * 100).toFixed(1)}% (top-${ev.k} ${(ev.topk * 100).toFixed(1)}%) on ${ev.samples} images`);
-  console.log(`wrote ${path.join(out, 'model.pt')}, metrics.json, classes.json, ${path.relative(process.cwd(), report) || report}`);
+  console.log(`wrote ${path.join(out, 'model.pt')}, metrics.json, classes.json, ${path.basename(report)}`);
 }
