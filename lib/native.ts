@@ -155,11 +155,11 @@ export interface Binding {
   jitOptimize(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
   collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;
-  /** Rows `indices` of an in-memory dataset as [input, int64 target] (8-bit rows through `luts` into float32). */
   /** PIL's resize of 8-bit HWC pixels (native/resample.cc), on libuv's threadpool. */
   resampleImage(data: Uint8Array, width: number, height: number, channels: number, outWidth: number, outHeight: number, filter: string): Promise<Uint8Array>;
   /** A JPEG's crop decoded by libjpeg-turbo and resized (native/jpeg.cc); null: decode it with sharp. Absent without libjpeg. */
   decodeJpeg?(bytes: Uint8Array, left: number, top: number, width: number, height: number, outWidth: number, outHeight: number, filter: string): Promise<Uint8Array | null>;
+  /** Rows `indices` of an in-memory dataset as [input, int64 target] (8-bit rows through `luts` into float32). */
   gatherRows(inputs: ArrayBufferView, srcDtype: DType, shape: number[], indices: Uint32Array, luts: Float32Array | null, targets: BigInt64Array, pinMemory: boolean): [NativeTensor, NativeTensor];
   memory(): { tensors: number; bytes: number };
   cudnnBenchmark(flag?: boolean): boolean;

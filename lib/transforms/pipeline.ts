@@ -75,7 +75,6 @@ type Pass = CropPass | ResamplePass;
 
 // The first frame of GIF/TIFF; 'truncated' fails on cut-off files as PIL does, not on benign warnings.
 const OPEN: SharpOptions = { pages: 1, page: 0, failOn: 'truncated' };
-const BLACK = { r: 0, g: 0, b: 0, alpha: 1 };
 
 let cacheChecked = false;
 
@@ -156,13 +155,12 @@ type Encoded = { file: string; bytes: Buffer; meta: ImageMeta };
 
 /**
  * Decodes a file to 3-channel sRGB (greyscale expanded, alpha dropped, as torchvision's
- * convert('RGB')), cropped and padded as `pass` says. JPEG and WebP are decoded at full scale, as
- * by PIL: a reduced-scale decode (shrink-on-load) is faster but does not give PIL's pixels.
+ * convert('RGB')), cropped to `rect`. JPEG and WebP are decoded at full scale, as by PIL: a
+ * reduced-scale decode (shrink-on-load) is faster but does not give PIL's pixels.
  */
-async function decode(input: Encoded, pass?: CropPass): Promise<RawImage> {
+async function decode(input: Encoded, rect?: Rect): Promise<RawImage> {
   let img = sharp(input.bytes, OPEN);
-  if (pass) img = img.extract(pass.crop);
-  if (pass?.pad) img = img.extend({ ...pass.pad, background: BLACK });
+  if (rect) img = img.extract(rect);
   const { data, info } = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
     throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
@@ -171,22 +169,16 @@ async function decode(input: Encoded, pass?: CropPass): Promise<RawImage> {
 }
 
 /**
- * Decodes a JPEG's crop with libjpeg-turbo, resized in the same native task when the next pass is
- * a resize (taken from `passes`). null when libjpeg does not decode the file cleanly: sharp then
- * decodes it, and reports what is wrong with it.
+ * Decodes a JPEG's crop `rect` with libjpeg-turbo, resized in the same native task when `resize`
+ * is given. null when libjpeg does not decode the file cleanly: sharp then decodes it, and reports
+ * what is wrong with it.
  */
-async function decodeJpeg(input: Encoded, first: CropPass | undefined, passes: Pass[]): Promise<RawImage | null> {
-  const { width: W, height: H } = input.meta;
-  const rect = first?.crop ?? { left: 0, top: 0, width: W, height: H };
-  const next = passes[0];
-  const fused = !first?.pad && next && 'resample' in next ? next.resample : undefined;
-  const width = fused?.width ?? rect.width;
-  const height = fused?.height ?? rect.height;
-  const data = await native.decodeJpeg!(input.bytes, rect.left, rect.top, rect.width, rect.height, width, height, fused?.interpolation ?? 'nearest');
-  if (!data) return null;
-  if (fused) passes.shift();
-  const img = { data, width, height, channels: 3 };
-  return first?.pad ? cropPixels(img, { crop: { left: 0, top: 0, width, height }, pad: first.pad }) : img;
+async function decodeJpeg(input: Encoded, rect: Rect | undefined, resize?: ResamplePass['resample']): Promise<RawImage | null> {
+  const r = rect ?? { left: 0, top: 0, width: input.meta.width, height: input.meta.height };
+  const width = resize?.width ?? r.width;
+  const height = resize?.height ?? r.height;
+  const data = await native.decodeJpeg!(input.bytes, r.left, r.top, r.width, r.height, width, height, resize?.interpolation ?? 'nearest');
+  return data && { data, width, height, channels: 3 };
 }
 
 /** A crop of decoded pixels by row copies, black where it reaches outside the image. */
@@ -282,8 +274,17 @@ export async function runTransform(source: ImageSource, compiled: Compiled, rng:
     if ('file' in current) {
       // The file's first crop is decoded as such: only the rows (and with libjpeg the columns) it needs.
       const first = passes[0] && 'crop' in passes[0] ? (passes.shift() as CropPass) : undefined;
-      const jpeg = current.meta.format === 'jpeg' && getImageBackend() === 'libjpeg' ? await decodeJpeg(current, first, passes) : null;
-      current = { raw: jpeg ?? await decode(current, first) };
+      let raw: RawImage | null = null;
+      if (current.meta.format === 'jpeg' && getImageBackend() === 'libjpeg') {
+        // A resize right after the crop runs in the decoder's task (a padded crop pads first).
+        const next = passes[0];
+        const fused = !first?.pad && next && 'resample' in next ? next.resample : undefined;
+        raw = await decodeJpeg(current, first?.crop, fused);
+        if (raw && fused) passes.shift();
+      }
+      raw ??= await decode(current, first?.crop);
+      if (first?.pad) raw = cropPixels(raw, { crop: { left: 0, top: 0, width: raw.width, height: raw.height }, pad: first.pad });
+      current = { raw };
       owned = true;
     }
     for (const p of passes) {
