@@ -138,7 +138,7 @@ Napi::Value ReducerWrap::Setup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = state_;
   return Addon(env).executor->Run(env, "DistributedDataParallel", [s] {
-    CountCollective(*s->group);
+    EnterCollective(*s->group, {CollectiveCall::kDdpSetup});
     s->Verify();
     NoGradGuard ng;
     std::vector<at::Tensor> all(s->params);
@@ -154,7 +154,7 @@ Napi::Value ReducerWrap::Prepare(const Napi::CallbackInfo& info) {
   bool sync = info[0].ToBoolean();
   return Addon(env).executor->Run(env, "DistributedDataParallel.forward", [s, sync] {
     if (!s->reducer) throw CodedError(kCode, "DistributedDataParallel: used after dispose()");
-    CountCollective(*s->group);
+    EnterCollective(*s->group, {CollectiveCall::kDdpStep, sync ? 1 : 0});
     if (s->broadcastBuffers && !s->buffers.empty()) {
       NoGradGuard ng;
       c10d::broadcast_coalesced(s->group->pg, s->buffers, kBroadcastBytes, 0);
@@ -171,7 +171,9 @@ Napi::Value ReducerWrap::SyncGradients(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = state_;
   return Addon(env).executor->Run(env, "DistributedDataParallel.syncGradients", [s] {
-    CountCollective(*s->group);
+    int64_t numel = 0;
+    for (auto& p : s->params) numel += p.numel();
+    EnterCollective(*s->group, {CollectiveCall::kDdpSyncGradients, 0, nullptr, numel});
     NoGradGuard ng;
     std::vector<at::Tensor> flat;
     for (auto& p : s->params) flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));

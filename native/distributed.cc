@@ -225,6 +225,53 @@ const at::Tensor& Contiguous(const SlotPtr& slot) {
   return t;
 }
 
+// A CollectiveCall as a fixed-size row of int64, so every rank's fits one all-gather:
+// seq, kind, arg, dtype (-1: none), dims (-1: none), numel, then up to kFingerprintDims sizes.
+constexpr int64_t kFingerprintDims = 8;
+constexpr int64_t kFingerprintLength = 6 + kFingerprintDims;
+
+std::vector<int64_t> Fingerprint(int64_t seq, const CollectiveCall& c) {
+  std::vector<int64_t> v(kFingerprintLength, 0);
+  v[0] = seq;
+  v[1] = c.kind;
+  v[2] = c.arg;
+  v[3] = -1;
+  v[4] = -1;
+  v[5] = c.numel;
+  if (c.tensor) {
+    const at::Tensor& t = *c.tensor;
+    v[3] = static_cast<int64_t>(t.scalar_type());
+    v[4] = t.dim();
+    v[5] = t.numel();
+    for (int64_t d = 0; d < std::min<int64_t>(t.dim(), kFingerprintDims); d++) v[6 + d] = t.size(d);
+  }
+  return v;
+}
+
+const char* const kOpNames[] = {"sum", "product", "min", "max", "avg"};
+
+// What a rank runs, from its fingerprint, in the API's terms.
+std::string Describe(const int64_t* v) {
+  std::string s;
+  switch (v[1]) {
+    case CollectiveCall::kAllReduce: s = std::string("allReduce(") + (v[2] >= 0 && v[2] < 5 ? kOpNames[v[2]] : "?") + ")"; break;
+    case CollectiveCall::kBroadcast: s = "broadcast from rank " + std::to_string(v[2]); break;
+    case CollectiveCall::kAllGather: s = "allGather"; break;
+    case CollectiveCall::kBarrier: return "barrier";
+    case CollectiveCall::kDdpSetup: return "DistributedDataParallel's setup";
+    case CollectiveCall::kDdpStep:
+      return v[2] ? "a DistributedDataParallel forward that synchronises gradients"
+                  : "a DistributedDataParallel forward under noSync() (gradients not synchronised)";
+    case CollectiveCall::kDdpSyncGradients: return "DistributedDataParallel.syncGradients of " + std::to_string(v[5]) + " gradient elements";
+    default: return "an unknown collective (" + std::to_string(v[1]) + ")";
+  }
+  if (v[3] < 0) return s;
+  std::string shape = "[";
+  for (int64_t d = 0; d < std::min(v[4], kFingerprintDims); d++) shape += (d ? ", " : "") + std::to_string(v[6 + d]);
+  if (v[4] > kFingerprintDims) shape += ", ... (" + std::to_string(v[4]) + " dims, " + std::to_string(v[5]) + " elements)";
+  return s + " of " + DtypeName(static_cast<at::ScalarType>(v[3])) + " " + shape + "]";
+}
+
 c10d::ReduceOp ParseOp(const std::string& op) {
   if (op == "product") return c10d::ReduceOp::PRODUCT;
   if (op == "min") return c10d::ReduceOp::MIN;
@@ -241,6 +288,42 @@ DistGroup::~DistGroup() {
   }
   cv.notify_all();
   if (heartbeat.joinable()) heartbeat.join();
+}
+
+int64_t ReduceOpCode(const std::string& op) {
+  for (int64_t i = 0; i < 5; i++) {
+    if (op == kOpNames[i]) return i;
+  }
+  return -1;
+}
+
+void EnterCollective(DistGroup& g, const CollectiveCall& c) {
+  const int64_t seq = g.collectives.fetch_add(1) + 1;
+  if (g.size == 1) return;
+  const std::vector<int64_t> mine = Fingerprint(seq, c);
+  std::vector<at::Tensor> in{at::tensor(mine, at::kLong)};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int r = 0; r < g.size; r++) out[0].push_back(at::empty({kFingerprintLength}, at::kLong));
+  g.pg->allgather(out, in)->wait();
+  // Ranks grouped by what they run, in rank order of each group's first rank.
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
+  bool same = true;
+  for (int r = 0; r < g.size; r++) {
+    const int64_t* v = out[0][r].data_ptr<int64_t>();
+    if (!std::equal(mine.begin(), mine.end(), v)) same = false;
+    std::string what = Describe(v);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& gr) { return gr.first == what; });
+    if (it == groups.end()) groups.push_back({what, {r}});
+    else it->second.push_back(r);
+  }
+  if (same) return;
+  std::string who;
+  for (const auto& [what, ranks] : groups) {
+    who += (who.empty() ? "" : "; ") + std::string(ranks.size() == 1 ? "rank " : "ranks ") + RankList(ranks) +
+           (ranks.size() == 1 ? " runs " : " run ") + what;
+  }
+  throw CodedError(kCode, "rank " + std::to_string(g.rank) + " of " + std::to_string(g.size) + ": the ranks disagree on collective " +
+                              std::to_string(seq) + " (out of step: a collective skipped or added on some rank, or another tensor): " + who);
 }
 
 std::shared_ptr<DistGroup> CurrentGroup() {
@@ -303,12 +386,12 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
   std::string op = info[1].As<Napi::String>().Utf8Value();
   return Addon(env).executor->Run(env, "allReduce", [slot, op] {
     auto g = CurrentGroup();
-    CountCollective(*g);
     NoGradGuard ng;
     std::vector<at::Tensor> ts{Contiguous(slot)};
     if (op == "avg" && !at::isFloatingType(ts[0].scalar_type())) {
       throw CodedError(kCode, "ReduceOp.AVG needs a floating-point tensor, got " + DtypeName(ts[0].scalar_type()));
     }
+    EnterCollective(*g, {CollectiveCall::kAllReduce, ReduceOpCode(op), &ts[0]});
     c10d::AllreduceOptions opts;
     opts.reduceOp = ParseOp(op);
     g->pg->allreduce(ts, opts)->wait();
@@ -322,10 +405,10 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
   int src = info[1].As<Napi::Number>().Int32Value();
   return Addon(env).executor->Run(env, "broadcast", [slot, src] {
     auto g = CurrentGroup();
-    CountCollective(*g);
     if (src < 0 || src >= g->size) throw CodedError(kCode, "src must be a rank in [0, " + std::to_string(g->size) + "): got " + std::to_string(src));
     NoGradGuard ng;
     std::vector<at::Tensor> ts{Contiguous(slot)};
+    EnterCollective(*g, {CollectiveCall::kBroadcast, src, &ts[0]});
     c10d::BroadcastOptions opts;
     opts.rootRank = src;
     g->pg->broadcast(ts, opts)->wait();
@@ -339,9 +422,9 @@ Napi::Value DistAllGather(const Napi::CallbackInfo& info) {
       env, "allGather",
       [slot] {
         auto g = CurrentGroup();
-    CountCollective(*g);
         NoGradGuard ng;
         std::vector<at::Tensor> in{Contiguous(slot)};
+        EnterCollective(*g, {CollectiveCall::kAllGather, 0, &in[0]});
         std::vector<std::vector<at::Tensor>> out(1);
         for (int r = 0; r < g->size; r++) out[0].push_back(at::empty_like(in[0]));
         g->pg->allgather(out, in)->wait();
@@ -362,7 +445,7 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Addon(env).executor->Run(env, "barrier", [] {
     auto g = CurrentGroup();
-    CountCollective(*g);
+    EnterCollective(*g, {CollectiveCall::kBarrier});
     g->pg->barrier()->wait();
   });
 }

@@ -41,8 +41,25 @@ struct DistGroup {
 // The group initProcessGroup made; throws FINETORCH_DISTRIBUTED when there is none.
 std::shared_ptr<DistGroup> CurrentGroup();
 
-// Counts a collective this rank starts (user collectives, DDP's synchronised steps).
-inline void CountCollective(DistGroup& g) { g.collectives.fetch_add(1); }
+// A collective as every rank must agree on it before it runs: what it is, its argument, and the
+// tensor it takes (dtype and shape) or the element count it moves.
+struct CollectiveCall {
+  enum Kind : int64_t { kAllReduce = 1, kBroadcast, kAllGather, kBarrier, kDdpSetup, kDdpStep, kDdpSyncGradients };
+  Kind kind;
+  int64_t arg = 0;  // the reduce op (ReduceOpCode), the broadcast's source rank, whether a DDP step synchronises
+  const at::Tensor* tensor = nullptr;
+  int64_t numel = 0;  // without a tensor: the elements it moves (0: none to compare)
+};
+
+// ReduceOp as a CollectiveCall's argument: sum, product, min, max, avg.
+int64_t ReduceOpCode(const std::string& op);
+
+// Starts this rank's next collective: counts it (the heartbeat publishes the count) and, with more
+// than one rank, first exchanges what each rank is about to run (one small all-gather). Gloo hangs
+// on some mismatches and aborts the whole process on others (different dtypes: an enforce failure
+// on its I/O thread, which no one can catch), so a mismatch throws FINETORCH_DISTRIBUTED on every
+// rank instead, naming which rank runs what. PyTorch checks the same with TORCH_DISTRIBUTED_DEBUG=DETAIL.
+void EnterCollective(DistGroup& g, const CollectiveCall& c);
 
 // distInit({ addr, port, rank, worldSize, timeoutMs, iface }): Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info);

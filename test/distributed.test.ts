@@ -240,6 +240,27 @@ describe('failures', () => {
     expect(res.stderr).toMatch(/finetorch launch: rank 0 \(pid \d+\) exited with code 3/);
   });
 
+  test('collectives that differ across ranks (another dtype or shape, a skipped collective, noSync on one rank) fail on every rank naming who runs what, and the group still works', async () => {
+    const out = outDir('out-of-step');
+    const res = await launchRanks({ task: 'outOfStep', model: path.join(dir, 'mlp.pt'), out, timeoutMs: 20000 });
+    if (res.code !== 0) throw new Error(`the ranks did not finish:\n${show(res)}`);
+    const results = [0, 1].map((r) => rankResult(out, r) as { errors: ({ code: string; message: string } | null)[]; sum: number[] });
+    const expected = [
+      /the ranks disagree on collective 1 \(out of step: .*\): rank 0 runs allReduce\(sum\) of float32 \[2\]; rank 1 runs allReduce\(sum\) of int64 \[2\]$/,
+      /the ranks disagree on collective 2 .*: rank 0 runs allReduce\(sum\) of float32 \[2\]; rank 1 runs barrier$/,
+      /the ranks disagree on collective 4 .*: rank 0 runs a DistributedDataParallel forward that synchronises gradients; rank 1 runs a DistributedDataParallel forward under noSync\(\)/,
+    ];
+    for (const [rank, r] of results.entries()) {
+      expect(r.errors.length).toBe(expected.length);
+      r.errors.forEach((e, i) => {
+        expect(e?.code).toBe('FINETORCH_DISTRIBUTED');
+        expect(e?.message).toMatch(new RegExp(`rank ${rank} of 2: `));
+        expect(e?.message).toMatch(expected[i]);
+      });
+      expect(r.sum).toEqual([3, 30]);
+    }
+  });
+
   test('a rank with the wrong MASTER_PORT cannot reach the store, and rank 0 says rank 1 did not join', async () => {
     const [port, wrong] = [await freePort(), await freePort()];
     const job = { task: 'collectives', out: outDir('wrong-port'), timeoutMs: 4000 };

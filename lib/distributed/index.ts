@@ -3,7 +3,9 @@
  * rendezvous, ProcessGroupGloo for the collectives). One group per process, as PyTorch's default
  * group; `finetorch launch` starts the processes and sets the environment `initProcessGroup` reads.
  * Collectives run on the native executor, in call order with every other libtorch job, so the
- * event loop never waits for another rank.
+ * event loop never waits for another rank. Before each collective the ranks check that they all
+ * run the same one on the same dtype and shape; a mismatch (a collective skipped or added on one
+ * rank) rejects on every rank with a `FINETORCH_DISTRIBUTED` error naming which rank runs what.
  */
 import * as check from '../check';
 import { tensor } from '../creation';
