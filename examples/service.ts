@@ -5,7 +5,8 @@
  * program adds a background fine-tune with hot swap.
  *
  *   POST /predict   body: a JPEG/PNG/WebP image   -> { top: [{ label, index, probability }] }
- *   POST /finetune  body: { "dir": "photos", "epochs": 3, "lr": 0.001 }, an ImageFolder with the served classes
+ *   POST /finetune  body: { "dir": "photos", "epochs": 3, "lr": 0.001 }, an ImageFolder with the served classes,
+ *                   or a tar of one (Content-Type: application/x-tar; ?epochs=3&lr=0.001)
  *                   -> 202; fine-tunes a copy in the background and hot-swaps the predictor to it
  *                   when its validation accuracy (every 5th image) beats the served weights'
  *   GET  /status                                  -> { predictor: stats(), finetune, uptimeS }
@@ -34,8 +35,10 @@ export interface ServiceOptions {
   port?: number;
   host?: string;
   predictor?: torch.serving.PredictorOptions;
-  /** The largest accepted upload, in bytes (default 10 MiB). */
+  /** The largest accepted image upload, in bytes (default 10 MiB). */
   maxBytes?: number;
+  /** The largest tar of an ImageFolder accepted by POST /finetune, in bytes (default 1 GiB). */
+  maxUploadBytes?: number;
 }
 
 /** Where the latest fine-tune stands (GET /status shows it). */
@@ -61,7 +64,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const labels = options.labels ?? predictor.metadata?.classes;
   // A copy of the served model trains on the training executor; the predictor keeps answering
   // from its own thread, and takes the copy's weights only if they validate better.
-  const finetune = torch.serving.finetuneRoute(predictor, { model: options.model, transform, trainTransform, labels });
+  const finetune = torch.serving.finetuneRoute(predictor, { model: options.model, transform, trainTransform, labels, maxUploadBytes: options.maxUploadBytes });
   const server = torch.serving.createService(predictor, {
     transform, labels, topk: options.topk, maxBytes: options.maxBytes,
     routes: { 'POST /finetune': finetune.handler },

@@ -9,7 +9,10 @@
  *   big.pt   = an MLP large enough that its training steps take a while
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import { execFileSync } from 'child_process';
+import * as tar from 'tar';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
 import { floats, runPy, tmpDir } from './helpers/train-fixtures';
@@ -538,6 +541,88 @@ describe('examples/service.ts POST /finetune', () => {
       const after = await fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(path.join(root, 'c', '0.png')) });
       expect(after.status).toBe(200);
       if (done.after === 1) expect(((await after.json()) as { top: { label: string }[] }).top[0].label).toBe('c');
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe('examples/service.ts POST /finetune with an uploaded tar of the ImageFolder', () => {
+  const uploads = () => new Set(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('finetorch-upload-')));
+
+  test('a tar.gz of the folder (wrapped in one top folder) fine-tunes and swaps as a folder path does; its temporary folder goes when the fine-tune ends', async () => {
+    const { startService } = await import('../examples/service');
+    const labels = ['a', 'b', 'c', 'd', 'e'];
+    await colourFolders(file('upload/photos'), labels);
+    const archive = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      tar.c({ gzip: true, cwd: file('upload') }, ['photos']).on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks))).on('error', reject);
+    });
+    const before = uploads();
+    const service = await startService({ model: file('cnn.pt'), labels, size: 32, topk: 2 });
+    try {
+      const post = (query: string) => fetch(`${service.url}/finetune${query}`, { method: 'POST', body: archive, headers: { 'content-type': 'application/gzip' } });
+      const badLr = await post('?epochs=8&lr=2');
+      expect(badLr.status).toBe(400);
+      expect(((await badLr.json()) as { error: string }).error).toMatch(/lr must be a number in \(0, 1\), got "2"/);
+      const res = await post('?epochs=8&lr=0.01');
+      expect(res.status).toBe(202);
+      expect((await post('')).status).toBe(409);
+      const done = await service.finetuning();
+      expect(done).toMatchObject({ state: 'done', epoch: 8, swapped: true });
+      expect(done.after!).toBeGreaterThan(done.before!);
+      const top = (await (await fetch(`${service.url}/predict`, { method: 'POST', body: fs.readFileSync(file('upload/photos/c/0.png')) })).json()) as { top: { label: string }[] };
+      if (done.after === 1) expect(top.top[0].label).toBe('c');
+      expect([...uploads()].filter((n) => !before.has(n))).toEqual([]);
+    } finally {
+      await service.close();
+    }
+  });
+
+  test('refused uploads: not a tar (400), no files, larger than maxUploadBytes (413), and entries that would leave the folder or link out are never written', async () => {
+    const { startService } = await import('../examples/service');
+    const labels = ['a', 'b'];
+    const service = await startService({ model: file('cnn.pt'), labels, size: 32, maxUploadBytes: 64 * 1024 });
+    const post = (body: Buffer) => fetch(`${service.url}/finetune`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar' } });
+    const before = uploads();
+    try {
+      const garbage = await post(Buffer.from(floats(3, 4096).buffer));
+      expect(garbage.status).toBe(400);
+      expect(((await garbage.json()) as { error: string }).error).toMatch(/the body is not a tar archive of an ImageFolder/);
+
+      fs.mkdirSync(file('hollow/photos/a'), { recursive: true });
+      const empty = await post(execFileSync('tar', ['-C', file('hollow'), '-cf', '-', 'photos']));  // folders, no files
+      expect(empty.status).toBe(400);
+      expect(((await empty.json()) as { error: string }).error).toMatch(/holds no files/);
+
+      await colourFolders(file('big/photos'), labels, 40, 64);
+      const big = await post(execFileSync('tar', ['-C', file('big'), '-cf', '-', 'photos'], { maxBuffer: 1 << 28 }));
+      expect(big.status).toBe(413);
+      expect(((await big.json()) as { error: string }).error).toMatch(/larger than 65536 bytes/);
+
+      // GNU tar keeps '..' and absolute paths with -P: node-tar refuses them, so nothing is written outside
+      const evil = file('evil');
+      await colourFolders(path.join(evil, 'in'), labels, 5, 16);
+      const up = `finetorch-escape-up-${process.pid}.txt`;
+      fs.writeFileSync(path.join(evil, up), 'outside');
+      const escape = path.join(os.tmpdir(), `finetorch-escape-${process.pid}.txt`);
+      fs.writeFileSync(escape, 'outside');
+      const archive = execFileSync('tar', ['-C', path.join(evil, 'in'), '-cPf', '-', 'a', 'b', `../${up}`, escape]);
+      fs.rmSync(escape);
+      expect(archive.includes(Buffer.from(`../${up}`))).toBe(true);
+      const res = await post(archive);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: string }).error).toMatch(/path contains '\.\.'/);
+      expect(fs.existsSync(escape)).toBe(false);
+      expect(fs.existsSync(path.join(os.tmpdir(), up))).toBe(false);
+
+      // a symlink among the images (to a file that is no image) is skipped: were it unpacked, the
+      // ImageFolder would list it and the fine-tune would fail on it
+      fs.symlinkSync('/etc/hostname', path.join(evil, 'in/a/link.png'));
+      const linked = await post(execFileSync('tar', ['-C', path.join(evil, 'in'), '-cf', '-', 'a', 'b']));
+      expect(linked.status).toBe(202);
+      expect(await service.finetuning()).toMatchObject({ state: 'done', epoch: 3 });
+      expect([...uploads()].filter((n) => !before.has(n))).toEqual([]);
     } finally {
       await service.close();
     }

@@ -6,6 +6,9 @@
  */
 import * as fs from 'fs';
 import type * as http from 'http';
+import * as os from 'os';
+import * as path from 'path';
+import * as tar from 'tar';
 import { DataLoader } from '../data/loader';
 import { Subset } from '../data/dataset';
 import { ImageFolder } from '../data/image_folder';
@@ -46,6 +49,8 @@ export interface FinetuneRouteOptions {
   labels?: readonly string[];
   /** Called with the fine-tuned copy once the Predictor serves it (e.g. to save it: the swap lives in memory). */
   onSwap?: (model: ScriptModule) => Promise<void>;
+  /** The largest tar upload accepted, in bytes (default 1 GiB; larger answers 413). */
+  maxUploadBytes?: number;
   /** Defaults of a request that names none: epochs 3, lr 1e-3, batch size 16. */
   epochs?: number;
   lr?: number;
@@ -54,22 +59,110 @@ export interface FinetuneRouteOptions {
 
 /** What `finetuneRoute` gives a service: the route, its status for GET /status, and the running job. */
 export interface FinetuneRoute {
-  /** The `'POST /finetune'` handler: body `{ "dir": "path/to/ImageFolder", "epochs": 3, "lr": 0.001 }`, answers 202. */
+  /**
+   * The `'POST /finetune'` handler, answering 202: a JSON body `{ "dir": "path/to/ImageFolder",
+   * "epochs": 3, "lr": 0.001 }` names a folder on the server; a tar (or tar.gz) of the ImageFolder
+   * as the body (`Content-Type: application/x-tar` or `application/gzip`, epochs and lr in the
+   * query string) uploads one.
+   */
   handler: RouteHandler;
   status(): FinetuneStatus;
   /** The fine-tune now running (or the last one). */
   job(): Promise<FinetuneStatus>;
 }
 
+/** Content types that mark a POST /finetune body as an archive (anything else is read as JSON). */
+const ARCHIVE_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/x-compressed-tar', 'application/octet-stream']);
+
+const JSON_USAGE = 'POST { "dir": "path/to/ImageFolder", "epochs": 3, "lr": 0.001 } as JSON, or a tar of the ImageFolder with Content-Type: application/x-tar';
+
+/**
+ * Unpacks an uploaded tar (or tar.gz, detected by node-tar) into a new temporary folder, as it
+ * arrives: regular files and folders only (links and devices are skipped; node-tar refuses paths
+ * that leave the folder), at most `maxBytes` of body. Answers the ImageFolder's root: the folder
+ * itself, or its one top folder when the archive wraps the class folders in one (`tar cf x.tar photos/`).
+ */
+async function receiveArchive(req: http.IncomingMessage, maxBytes: number): Promise<{ tmp: string; dir: string }> {
+  const tmp = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'finetorch-upload-'));
+  let files = 0;
+  try {
+    // node-tar turns what it refuses (paths with '..', bad headers, a cut-off archive) into warnings
+    // and goes on; the first one fails the upload once the unpacking has ended ('close'), so the
+    // temporary folder is only removed when nothing writes to it any more.
+    await new Promise<void>((resolve, reject) => {
+      let size = 0;
+      let failure: HttpError | undefined;
+      const fail = (status: number, message: string) => { failure ??= new HttpError(status, message); };
+      const notTar = (message: string) => fail(400, `the body is not a tar archive of an ImageFolder: ${message}`);
+      const unpack = tar.x({
+        cwd: tmp,
+        onwarn: (code, message) => { if (code !== 'TAR_ENTRY_INFO') notTar(`${code}: ${message}`); },
+        filter: (_p, entry) => {
+          const type = (entry as tar.ReadEntry).type;
+          if (type === 'File' || type === 'OldFile' || type === 'ContiguousFile') files++;
+          return type === 'Directory' || type === 'File' || type === 'OldFile' || type === 'ContiguousFile';
+        },
+      });
+      unpack.on('error', (err: Error) => notTar(err.message));
+      unpack.on('close', () => (failure ? reject(failure) : resolve()));
+      const stop = () => {
+        req.unpipe(unpack);
+        unpack.end();
+      };
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxBytes && !failure) {
+          fail(413, `the upload is larger than ${maxBytes} bytes`);
+          stop();
+          req.resume();  // read the rest without keeping it, so the 413 reaches the client
+        }
+      });
+      req.on('close', () => {
+        if (!req.complete) {
+          fail(400, 'the upload was cut off');
+          stop();
+        }
+      });
+      req.pipe(unpack);
+    });
+    if (files === 0) throw new HttpError(400, 'the uploaded archive holds no files: send a tar of an ImageFolder (one folder of images per class)');
+    const top = (await fs.promises.readdir(tmp, { withFileTypes: true })).filter((e) => !e.name.startsWith('.'));
+    let dir = tmp;
+    if (top.length === 1 && top[0].isDirectory()) {
+      const inner = (await fs.promises.readdir(path.join(tmp, top[0].name), { withFileTypes: true })).filter((e) => !e.name.startsWith('.'));
+      if (inner.length > 0 && inner.every((e) => e.isDirectory())) dir = path.join(tmp, top[0].name);
+    }
+    return { tmp, dir };
+  } catch (err) {
+    await fs.promises.rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** epochs and lr of a request (JSON numbers, or query-string text), checked. */
+function jobNumbers(epochs: unknown, lr: unknown): { epochs?: number; lr?: number } {
+  const num = (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v);
+  const e = num(epochs), l = num(lr);
+  if (e !== undefined && !(typeof e === 'number' && Number.isInteger(e) && e > 0 && e <= 1000)) {
+    throw new HttpError(400, `epochs must be an integer in [1, 1000], got ${JSON.stringify(epochs)}`);
+  }
+  if (l !== undefined && !(typeof l === 'number' && l > 0 && l < 1)) {
+    throw new HttpError(400, `lr must be a number in (0, 1), got ${JSON.stringify(lr)}`);
+  }
+  return { epochs: e as number | undefined, lr: l as number | undefined };
+}
+
 /**
  * A background fine-tune with hot swap, as a route for `createService`. Every 5th image of the
  * folder validates (the served weights before, the copy after); the rest trains, with AdamW and
- * cross-entropy. One fine-tune at a time (409 while one runs).
+ * cross-entropy. One fine-tune at a time (409 while one runs or uploads). The folder is named in
+ * a JSON body, or uploaded as a tar (unpacked into a temporary folder, removed when the fine-tune ends).
  *
  * @example
  * const ft = torch.serving.finetuneRoute(predictor, { model: 'model.pt', transform, labels });
  * const server = torch.serving.createService(predictor, { transform, labels,
  *   routes: { 'POST /finetune': ft.handler }, status: () => ({ finetune: ft.status() }) });
+ * // then: curl -X POST --data-binary @photos.tar -H 'Content-Type: application/x-tar' 'http://host:8080/finetune?epochs=3'
  */
 export function finetuneRoute(predictor: Predictor, options: FinetuneRouteOptions): FinetuneRoute {
   let status: FinetuneStatus = { state: 'idle' };
@@ -109,26 +202,39 @@ export function finetuneRoute(predictor: Predictor, options: FinetuneRouteOption
     }
   };
 
+  let receiving = false;
   const handler: RouteHandler = async (req: http.IncomingMessage) => {
-    if (status.state === 'training') throw new HttpError(409, 'a fine-tune is running already');
-    let body: { dir?: unknown; epochs?: unknown; lr?: unknown };
-    try {
-      body = JSON.parse((await readBody(req, 1 << 16)).toString('utf8')) as typeof body;
-    } catch {
-      throw new HttpError(400, 'POST { "dir": "path/to/ImageFolder", "epochs": 3, "lr": 0.001 } as JSON');
-    }
-    if (typeof body.dir !== 'string' || !fs.existsSync(body.dir) || !fs.statSync(body.dir).isDirectory()) {
-      throw new HttpError(400, `no such folder: ${String(body.dir)}`);
-    }
-    if (body.epochs !== undefined && !(typeof body.epochs === 'number' && Number.isInteger(body.epochs) && body.epochs > 0 && body.epochs <= 1000)) {
-      throw new HttpError(400, `epochs must be an integer in [1, 1000], got ${JSON.stringify(body.epochs)}`);
-    }
-    if (body.lr !== undefined && !(typeof body.lr === 'number' && body.lr > 0 && body.lr < 1)) {
-      throw new HttpError(400, `lr must be a number in (0, 1), got ${JSON.stringify(body.lr)}`);
+    if (status.state === 'training' || receiving) throw new HttpError(409, 'a fine-tune is running already');
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    let dir: string;
+    let numbers: { epochs?: number; lr?: number };
+    let upload: string | undefined;
+    if (ARCHIVE_TYPES.has(type)) {
+      const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      numbers = jobNumbers(query.get('epochs') ?? undefined, query.get('lr') ?? undefined);
+      receiving = true;
+      try {
+        ({ tmp: upload, dir } = await receiveArchive(req, options.maxUploadBytes ?? 2 ** 30));
+      } finally {
+        receiving = false;
+      }
+    } else {
+      let body: { dir?: unknown; epochs?: unknown; lr?: unknown };
+      try {
+        body = JSON.parse((await readBody(req, 1 << 16)).toString('utf8')) as typeof body;
+      } catch {
+        throw new HttpError(400, JSON_USAGE);
+      }
+      if (body === null || typeof body !== 'object') throw new HttpError(400, JSON_USAGE);
+      if (typeof body.dir !== 'string' || !fs.existsSync(body.dir) || !fs.statSync(body.dir).isDirectory()) {
+        throw new HttpError(400, `no such folder: ${String(body.dir)}`);
+      }
+      numbers = jobNumbers(body.epochs, body.lr);
+      dir = body.dir;
     }
     const mine: FinetuneStatus = { state: 'training', epoch: 0 };
     status = mine;
-    job = run(mine, body.dir, (body.epochs as number | undefined) ?? options.epochs ?? 3, (body.lr as number | undefined) ?? options.lr ?? 1e-3).then(
+    job = run(mine, dir, numbers.epochs ?? options.epochs ?? 3, numbers.lr ?? options.lr ?? 1e-3).then(
       () => { mine.state = 'done'; return mine; },
       (err: Error) => {
         mine.state = 'failed';
@@ -136,7 +242,7 @@ export function finetuneRoute(predictor: Predictor, options: FinetuneRouteOption
         if (current !== base) current?.dispose();
         return mine;
       },
-    );
+    ).finally(() => (upload ? fs.promises.rm(upload, { recursive: true, force: true }) : undefined));
     return { status: 202, body: { finetune: mine } };
   };
 
