@@ -17,6 +17,7 @@
  *   batching:       `clients` concurrent clients, each sending requests back to back (8 x clients
  *                   requests in all, or `requests` if more), with
  *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off).
+ *   optimize:       the same idle and batching-on runs with Predictor.load({ optimize: true }).
  *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images.
  * Prints a Markdown table. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
  * ($FINETORCH_PYTHON, else /usr/bin/python3). Never part of a test run.
@@ -126,6 +127,10 @@ async function main() {
   const predictor = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
   const idle = percentiles(await sequential(predictor, o.size, o.requests));
   rows.push(['finetorch Predictor, idle', fmt(idle.p50), fmt(idle.p99), '']);
+  const optimized = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1, optimize: true });
+  const idleOpt = percentiles(await sequential(optimized, o.size, o.requests));
+  await optimized.close();
+  rows.push(['finetorch Predictor, idle, optimize: true (frozen, BatchNorm folded)', fmt(idleOpt.p50), fmt(idleOpt.p99), '']);
 
   const trainModel = await torch.jit.load(file);
   const trainSteps = 4;
@@ -157,8 +162,12 @@ async function main() {
   const rpsOn = await concurrent(on, o.size, o.clients, total);
   const s = on.stats();
   await on.close();
+  const onOpt = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: o.clients, maxDelayMs: 2, optimize: true });
+  const rpsOnOpt = await concurrent(onOpt, o.size, o.clients, total);
+  await onOpt.close();
   rows.push([`${o.clients} clients, batching off`, '', '', fmt(rpsOff)]);
   rows.push([`${o.clients} clients, batching on (mean batch ${s.meanBatchSize.toFixed(1)})`, '', '', `${fmt(rpsOn)} (${(rpsOn / rpsOff).toFixed(2)}x)`]);
+  rows.push([`${o.clients} clients, batching on, optimize: true`, '', '', `${fmt(rpsOnOpt)} (${(rpsOnOpt / rpsOff).toFixed(2)}x)`]);
 
   let py;
   try {
@@ -173,7 +182,7 @@ async function main() {
     `(batch ${o.trainBatch} at ${o.trainSize}x${o.trainSize}); libtorch ${torch.version.libtorch}, Python torch ${pyVersion}, ${os.cpus().length} cores\n`);
   console.log('| case | p50 ms | p99 ms | requests/s |\n| --- | --- | --- | --- |');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x (training at nice ${o.trainingNice}: ${(niced.p99 / idle.p99).toFixed(2)}x); PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'}`);
+  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x (training at nice ${o.trainingNice}: ${(niced.p99 / idle.p99).toFixed(2)}x); PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'} (optimize: true: ${py ? (py.p50 / idleOpt.p50).toFixed(2) : '?'})`);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

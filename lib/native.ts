@@ -73,6 +73,8 @@ export interface NativePredictor {
   updateFromBytes(bytes: Buffer, code: [string, string][]): Promise<void>;
   run(inputs: NativeTensor[], topk: number): Promise<PredictorRow[]>;
   close(): void;
+  /** Why the served model is not the optimized copy asked for ('' when it is, or none was asked for). */
+  notOptimized(): string;
 }
 
 /** Per-group optimizer settings handed to the native optimizer. */
@@ -133,7 +135,7 @@ export interface Binding {
   scaledBackward(optimizer: NativeOptimizer, loss: NativeTensor, options: { factor: number; amp: number }): Promise<void>;
   ScriptModule: new (...args: never[]) => NativeModule;
   loadModule(source: string | Buffer, device: string, code?: [string, string][]): Promise<NativeModule>;
-  Predictor: new (device: string, threads: number) => NativePredictor;
+  Predictor: new (device: string, threads: number, optimize: boolean) => NativePredictor;
   Tensor: new (...args: never[]) => NativeTensor;
   fromData(data: ArrayBufferView, shape: number[], srcDtype: DType, dtype: DType, device: string, requiresGrad: boolean, pinMemory?: boolean): NativeTensor;
   factory(kind: string, shape: number[], dtype: DType, device: string, requiresGrad: boolean, a?: number, b?: number, c?: number): NativeTensor;

@@ -19,8 +19,13 @@ namespace finetorch {
 
 struct PredictorState {
   std::mutex mu;
-  ModulePtr module;  // replaced only before the first run; updates copy into it in place
+  // What runs: `source` itself, or (with optimize) a frozen, inference-optimized copy of it, made
+  // again after each update. Updates copy weights into `source` in place.
+  ModulePtr module;
+  ModulePtr source;
   c10::Device device = c10::Device(c10::kCPU);
+  bool optimize = false;
+  std::string notOptimized;  // why freezing failed (then `module` is `source`)
   // Set if the model's graph refuses inference tensors (a DifferentiableGraph): no_grad from then on.
   std::atomic<bool> noInference{false};
 
@@ -28,6 +33,11 @@ struct PredictorState {
     std::lock_guard<std::mutex> lock(mu);
     if (!module) throw CodedError("FINETORCH_DISPOSED", "the predictor has no model");
     return module;
+  }
+  ModulePtr Source() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!source) throw CodedError("FINETORCH_DISPOSED", "the predictor has no model");
+    return source;
   }
 };
 
@@ -56,6 +66,43 @@ ModulePtr Prepare(torch::jit::Module m, const c10::Device& device) {
   m.eval();
   for (const auto& p : m.parameters(true)) const_cast<at::Tensor&>(p).requires_grad_(false);
   return std::make_shared<torch::jit::Module>(std::move(m));
+}
+
+// torch.jit.optimize_for_inference(torch.jit.freeze(m)): weights become constants, BatchNorm folds
+// into the convolution before it, and (CPU) convolutions run on oneDNN with prepacked weights.
+// A model that cannot be frozen (attributes its forward mutates, say) is served as it is: `why`
+// says why.
+ModulePtr Optimized(const ModulePtr& m, std::string& why) {
+  try {
+    torch::jit::Module frozen = torch::jit::freeze(*m);
+    return std::make_shared<torch::jit::Module>(torch::jit::optimize_for_inference(frozen));
+  } catch (const c10::OutOfMemoryError&) {
+    throw;
+  } catch (const std::exception& e) {
+    why = FirstLine(e.what());
+    return m;
+  }
+}
+
+// Makes `m` the served model: the source of updates, and what runs (optimized when asked).
+void Serve(PredictorState& s, ModulePtr m) {
+  std::string why;
+  ModulePtr run = s.optimize ? Optimized(m, why) : m;
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.source = std::move(m);
+  s.module = std::move(run);
+  s.notOptimized = why;
+}
+
+// After weights were copied into the source: a fresh optimized copy to run.
+void Reoptimize(PredictorState& s) {
+  if (!s.optimize) return;
+  ModulePtr src;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    src = s.source;
+  }
+  Serve(s, src);
 }
 
 struct Signature {
@@ -279,15 +326,17 @@ Napi::Function PredictorWrap::Init(Napi::Env env) {
                          InstanceMethod<&PredictorWrap::UpdateFromBytes>("updateFromBytes"),
                          InstanceMethod<&PredictorWrap::Run>("run"),
                          InstanceMethod<&PredictorWrap::Close>("close"),
+                         InstanceMethod<&PredictorWrap::NotOptimized>("notOptimized"),
                      });
 }
 
-// new Predictor(device, threads): starts the predictor's own executor thread.
+// new Predictor(device, threads, optimize): starts the predictor's own executor thread.
 PredictorWrap::PredictorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PredictorWrap>(info) {
   Napi::Env env = info.Env();
   state_ = std::make_shared<PredictorState>();
   state_->device = Guard(env, "Predictor", [&] { return ParseDevice(info[0].As<Napi::String>()); });
   int threads = info[1].As<Napi::Number>().Int32Value();
+  state_->optimize = info[2].ToBoolean();
   executor_ = new Executor(env);
   napi_add_env_cleanup_hook(env, CleanupHook, this);
   executor_->Post(env, "Predictor threads", [threads] { SetOwnThreads(threads); });
@@ -308,6 +357,7 @@ void PredictorWrap::Shutdown(bool fromHook) {
   delete ex;
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->module.reset();
+  state_->source.reset();
 }
 
 Executor& PredictorWrap::Live(Napi::Env env, const std::string& what) {
@@ -326,8 +376,7 @@ Napi::Value PredictorWrap::Load(const Napi::CallbackInfo& info) {
       env, "Predictor.load",
       [state, bytes, code] {
         ModulePtr m = Prepare(LoadBytes(*bytes, code, state->device), state->device);
-        std::lock_guard<std::mutex> lock(state->mu);
-        state->module = m;
+        Serve(*state, m);
         return SignatureOf(*m);
       },
       [](Napi::Env env, Signature& s) { return SignatureToJs(env, s); });
@@ -346,8 +395,7 @@ Napi::Value PredictorWrap::Adopt(const Napi::CallbackInfo& info) {
         NoGradGuard noGrad;  // the copies are leaves, not clones recorded by autograd
         LoraSaveScope lora(*source, true);  // a LoRA adapter is served merged into the weights
         ModulePtr m = Prepare(source->clone(), state->device);
-        std::lock_guard<std::mutex> lock(state->mu);
-        state->module = m;
+        Serve(*state, m);
         return SignatureOf(*m);
       },
       [](Napi::Env env, Signature& s) { return SignatureToJs(env, s); });
@@ -376,9 +424,10 @@ Napi::Value PredictorWrap::CopyWeights(const Napi::CallbackInfo& info) {
         PredictorWrap* self = Unwrap(keep->Value());
         Executor& ex = self->Live(env, "Predictor.update");
         return ex.Run(env, "Predictor.update", [state, copy] {
-          ModulePtr m = state->get();
+          ModulePtr m = state->Source();
           for (auto& [name, t] : *copy) t = t.to(state->device);
           CopyInto(*m, *copy);
+          Reoptimize(*state);
         });
       });
 }
@@ -392,8 +441,9 @@ Napi::Value PredictorWrap::UpdateFromBytes(const Napi::CallbackInfo& info) {
   auto state = state_;
   return ex.Run(env, "Predictor.update", [state, bytes, code] {
     torch::jit::Module loaded = LoadBytes(*bytes, code, state->device);
-    ModulePtr m = state->get();
+    ModulePtr m = state->Source();
     CopyInto(*m, NamedState(loaded));
+    Reoptimize(*state);
   });
 }
 
@@ -411,6 +461,13 @@ Napi::Value PredictorWrap::Run(const Napi::CallbackInfo& info) {
   return ex.Submit<RunOut>(
       env, "predict", [state, inputs, topk] { return RunBatch(*state, inputs, topk); },
       [](Napi::Env env, RunOut& r) { return RunOutToJs(env, r); });
+}
+
+// notOptimized(): why the served model is not the optimized copy asked for ('' when it is, or when
+// optimize was not asked).
+Napi::Value PredictorWrap::NotOptimized(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return Napi::String::New(info.Env(), state_->notOptimized);
 }
 
 // close(): stops the predictor's thread (after the task it is running) and frees its model.

@@ -24,6 +24,7 @@ class PredictorWrap : public Napi::ObjectWrap<PredictorWrap> {
   Napi::Value UpdateFromBytes(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value NotOptimized(const Napi::CallbackInfo& info);
   Executor& Live(Napi::Env env, const std::string& what);
 
   Executor* executor_ = nullptr;  // owned; also released by the env cleanup hook

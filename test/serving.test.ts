@@ -196,6 +196,38 @@ test('update from a file swaps the weights; requests made before update() finish
   await p.close();
 });
 
+test('optimize: true serves a frozen, inference-optimized copy (BatchNorm folded) equal to model.eval().forward within float rounding, and re-optimizes on every update', async () => {
+  const a = await torch.jit.load(file('cnn.pt'));
+  const b = await torch.jit.load(file('cnn_b.pt'));
+  const xs = [example(21), example(22), example(23)];
+  const wantA = await reference(a, xs);
+  const wantB = await reference(b, xs);
+  const p = await torch.serving.Predictor.load(file('cnn.pt'), { optimize: true, maxBatch: 3, maxDelayMs: 20 });
+  const plain = await torch.serving.Predictor.load(file('cnn.pt'));
+  expect(p.optimized).toBe(true);
+  expect(plain.optimized).toBe(false);
+  const got = await Promise.all(xs.map((x) => p.predict(x)));
+  const fromPlain = (await (await plain.predict(xs[0])).data()) as Float32Array;
+  for (let i = 0; i < xs.length; i++) expect(maxAbsDiff((await got[i].data()) as Float32Array, wantA[i])).toBeLessThan(1e-5);
+  // the folded BatchNorm rounds differently from the model run as it is: it is another graph
+  expect(maxAbsDiff((await got[0].data()) as Float32Array, fromPlain)).toBeGreaterThan(0);
+  expect(p.stats()).toMatchObject({ batches: 1, meanBatchSize: 3 });
+  await p.update(b);
+  for (let i = 0; i < xs.length; i++) expect(maxAbsDiff((await (await p.predict(xs[i])).data()) as Float32Array, wantB[i])).toBeLessThan(1e-5);
+  await p.update(file('cnn.pt'));
+  expect(maxAbsDiff((await (await p.predict(xs[1])).data()) as Float32Array, wantA[1])).toBeLessThan(1e-5);
+  const top = await p.classify(xs[2], { topk: 2 });
+  expect(top[0].index).toBe(wantA[2].indexOf(Math.max(...wantA[2])));
+  await expect(p.update(await torch.jit.load(file('cnn7.pt')))).rejects.toMatchObject({ code: 'FINETORCH_SHAPE' });
+  expect(p.optimized).toBe(true);
+  expect(maxAbsDiff((await (await p.predict(xs[0])).data()) as Float32Array, wantA[0])).toBeLessThan(1e-5);
+  await expect(torch.serving.Predictor.load(file('cnn.pt'), { optimize: 'yes' as unknown as boolean })).rejects.toThrow(/optimize must be a boolean/);
+  await Promise.all([p.close(), plain.close()]);
+  expect(p.optimized).toBe(false);
+  a.dispose();
+  b.dispose();
+});
+
 test('update with another architecture is an Error naming the mismatch, and the old weights keep serving', async () => {
   const model = await torch.jit.load(file('cnn.pt'));
   const other = await torch.jit.load(file('cnn7.pt'));

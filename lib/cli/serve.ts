@@ -24,6 +24,7 @@ export interface ServeFlags {
   size?: string;
   out?: string;
   trainingNice?: string;
+  optimize?: boolean;
 }
 
 /** Class names from a JSON file: an array of strings, or `{ classes: [...] }` as finetune's classes.json. */
@@ -88,7 +89,7 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
       const from = given ? `--labels '${o.labels}'` : beside ? 'classes.json beside the model' : `${file}'s metadata`;
       throw new UsageError(`${from} names ${names.length} classes but the model predicts ${outputs}`);
     }
-    predictor = await Predictor.load(model, { threads, maxBatch, maxDelayMs }).catch((e: Error) => { throw new UsageError(e.message); });
+    predictor = await Predictor.load(model, { threads, maxBatch, maxDelayMs, optimize: o.optimize ?? false }).catch((e: Error) => { throw new UsageError(e.message); });
   } finally {
     model.dispose();
   }
@@ -116,7 +117,7 @@ export async function serve(file: string, o: ServeFlags): Promise<void> {
   }
   const address = server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  console.log(`serving ${file} on http://${shown}:${address.port} (POST /predict with an image, POST /finetune { dir }, GET /status)`);
+  console.log(`serving ${file} on http://${shown}:${address.port} (POST /predict with an image, POST /finetune { dir } or a tar, GET /status)`);
 
   // Answers the requests already made, then frees the predictor; the process then has nothing left to wait for.
   await new Promise<void>((resolve) => {

@@ -33,6 +33,16 @@ export interface PredictorOptions {
    * Triton's dynamic batcher does: they would wait behind it anyway, and go as one batch.
    */
   maxDelayMs?: number;
+  /**
+   * Serve an inference-optimized copy (default false): `torch.jit.optimize_for_inference(
+   * torch.jit.freeze(model))`. Weights become constants, BatchNorm folds into the convolution
+   * before it, and on CPU convolutions run on oneDNN with prepacked weights: a resnet18 image at
+   * 2 threads took 0.7-0.8x the time here (about 0.9x at 1 thread; batches gain less). Outputs equal
+   * the model's within float rounding (folding changes the last bits). Each `update()` makes the
+   * copy again, on the predictor's thread (resnet18: 0.1-0.2 s, during which requests wait). A model
+   * that cannot be frozen is served as it is, with a warning (`optimized` says which).
+   */
+  optimize?: boolean;
 }
 
 /** One class of `classify`'s answer, most probable first. */
@@ -174,7 +184,16 @@ export class Predictor {
      * loaded from one; undefined when there is none. `update()` swaps weights, not this.
      */
     readonly metadata: ModelMetadata | undefined,
+    private readonly optimize: boolean,
   ) {}
+
+  /**
+   * Whether the served model is the inference-optimized copy (`optimize: true` and the model
+   * could be frozen).
+   */
+  get optimized(): boolean {
+    return this.optimize && !this.closed && this.handle.notOptimized() === '';
+  }
 
   /**
    * Loads a model to serve: a TorchScript file (path or Buffer), read on the predictor's own
@@ -198,7 +217,11 @@ export class Predictor {
     }
     if (source instanceof ScriptModule && source.disposed) throw codedError('FINETORCH_DISPOSED', 'Predictor.load: the model was disposed');
     const file = source instanceof ScriptModule ? undefined : await readModelFile(source, 'Predictor.load');
-    const handle = new native.Predictor(device, threads);
+    if (options.optimize !== undefined && typeof options.optimize !== 'boolean') {
+      throw new TypeError(`Predictor.load: optimize must be a boolean: got ${check.describe(options.optimize)}`);
+    }
+    const optimize = options.optimize ?? false;
+    const handle = new native.Predictor(device, threads, optimize);
     let params: PredictorParam[];
     try {
       params = file ? await handle.load(file.bytes, file.code) : await handle.adopt((source as ScriptModule).handle);
@@ -208,7 +231,9 @@ export class Predictor {
     }
     const dtype = params.find((p) => check.isFloating(p.dtype))?.dtype ?? 'float32';
     const metadata = file ? file.metadata : (source as ScriptModule).metadata;
-    return new Predictor(handle, params, device, dtype, maxBatch, maxDelayMs, metadata);
+    const why = handle.notOptimized();
+    if (why) process.emitWarning(`Predictor.load: serving the model as it is: it could not be frozen for optimize (${why})`, { code: 'FINETORCH_NOT_OPTIMIZED' });
+    return new Predictor(handle, params, device, dtype, maxBatch, maxDelayMs, metadata, optimize);
   }
 
   /**
