@@ -5,20 +5,24 @@
  * the same file from Python (a plain loop over the torch.jit.load'ed model, same threads).
  *
  *   node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1]
- *                       [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10]
+ *                       [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10] [--rounds 3]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; every side loads that file. Requests: single [3, size, size] float32 images.
- *   idle:           `requests` sequential predicts (maxBatch 1), after 3 untimed ones.
+ *   idle:           `requests` sequential predicts (maxBatch 1), after 3 untimed ones; `rounds`
+ *                   rounds alternating the plain and the optimize: true predictor, p50/p99 over
+ *                   all of a predictor's rounds.
  *   while training: train.fit runs on another resnet18 (batch `train-batch`, `train-size` images,
  *                   AdamW, torch.setNumThreads(train-threads)); sequential predicts meanwhile.
  *                   Training throughput is measured alone first, then while serving; then
  *                   again with training's threads at nice `training-nice` (setTrainingPriority).
  *   batching:       `clients` concurrent clients, each sending requests back to back (8 x clients
  *                   requests in all, or `requests` if more), with
- *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off).
- *   optimize:       the same idle and batching-on runs with Predictor.load({ optimize: true }).
- *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images.
+ *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off); plain and
+ *                   optimize: true; `rounds` rounds alternating the four, each one's median
+ *                   requests/s (this VM's speed drifts by a third between minutes).
+ *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images;
+ *                   the model as loaded, and torch.jit.optimize_for_inference(torch.jit.freeze(m)).
  * Prints a Markdown table. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
  * ($FINETORCH_PYTHON, else /usr/bin/python3). Never part of a test run.
  */
@@ -30,11 +34,11 @@ const torch = require('../dist');
 
 const { benchOptions } = require('./args');
 
-const USAGE = 'node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1] [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10]';
+const USAGE = 'node bench/serve.js [--requests 40] [--size 224] [--threads 1] [--train-threads 1] [--train-batch 32] [--train-size 112] [--clients 16] [--training-nice 10] [--rounds 3]';
 const parseArgs = (argv) => benchOptions(argv, {
   requests: { type: 'int', default: 40 }, size: { type: 'int', default: 224 }, threads: { type: 'int', default: 1 },
   'train-threads': { type: 'int', default: 1 }, 'train-batch': { type: 'int', default: 32 }, 'train-size': { type: 'int', default: 112 },
-  clients: { type: 'int', default: 16 }, 'training-nice': { type: 'int', default: 10, min: 0 },
+  clients: { type: 'int', default: 16 }, 'training-nice': { type: 'int', default: 10, min: 0 }, rounds: { type: 'int', default: 3 },
 }, USAGE);
 
 const { runPythonFile } = require('../scripts/python');
@@ -49,16 +53,20 @@ model_file, threads, size, requests = sys.argv[1], *map(int, sys.argv[2:5])
 torch.set_num_threads(threads)
 m = torch.jit.load(model_file).eval()
 x = torch.randn(1, 3, size, size)
-lat = []
-with torch.inference_mode():
-    for i in range(requests + 3):
-        t = time.perf_counter()
-        m(x)
-        if i >= 3:
-            lat.append((time.perf_counter() - t) * 1000)
-lat.sort()
-pick = lambda p: lat[min(len(lat) - 1, max(0, -(-p * len(lat) // 100) - 1))]
-print(json.dumps({'p50': pick(50), 'p99': pick(99), 'rps': 1000 * len(lat) / sum(lat)}))
+def timed(model):
+    lat = []
+    with torch.inference_mode():
+        for i in range(requests + 3):
+            t = time.perf_counter()
+            model(x)
+            if i >= 3:
+                lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    pick = lambda p: lat[min(len(lat) - 1, max(0, -(-p * len(lat) // 100) - 1))]
+    return {'p50': pick(50), 'p99': pick(99), 'rps': 1000 * len(lat) / sum(lat)}
+plain = timed(m)
+plain['opt'] = timed(torch.jit.optimize_for_inference(torch.jit.freeze(m)))
+print(json.dumps(plain))
 `;
 
 function percentiles(ms) {
@@ -125,11 +133,16 @@ async function main() {
 
   await torch.setNumThreads(o.trainThreads);
   const predictor = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
-  const idle = percentiles(await sequential(predictor, o.size, o.requests));
-  rows.push(['finetorch Predictor, idle', fmt(idle.p50), fmt(idle.p99), '']);
   const optimized = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1, optimize: true });
-  const idleOpt = percentiles(await sequential(optimized, o.size, o.requests));
+  const lat = { plain: [], optimized: [] };
+  for (let r = 0; r < o.rounds; r++) {
+    lat.plain.push(...await sequential(predictor, o.size, o.requests));
+    lat.optimized.push(...await sequential(optimized, o.size, o.requests));
+  }
   await optimized.close();
+  const idle = percentiles(lat.plain);
+  const idleOpt = percentiles(lat.optimized);
+  rows.push([`finetorch Predictor, idle (${o.rounds} x ${o.requests} requests)`, fmt(idle.p50), fmt(idle.p99), '']);
   rows.push(['finetorch Predictor, idle, optimize: true (frozen, BatchNorm folded)', fmt(idleOpt.p50), fmt(idleOpt.p99), '']);
 
   const trainModel = await torch.jit.load(file);
@@ -155,24 +168,31 @@ async function main() {
 
   // Steady state: enough requests for 8 full batches, so the last, partial one weighs little.
   const total = Math.max(o.requests, 8 * o.clients);
-  const off = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
-  const rpsOff = await concurrent(off, o.size, o.clients, total);
-  await off.close();
-  const on = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: o.clients, maxDelayMs: 2 });
-  const rpsOn = await concurrent(on, o.size, o.clients, total);
-  const s = on.stats();
-  await on.close();
-  const onOpt = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: o.clients, maxDelayMs: 2, optimize: true });
-  const rpsOnOpt = await concurrent(onOpt, o.size, o.clients, total);
-  await onOpt.close();
-  rows.push([`${o.clients} clients, batching off`, '', '', fmt(rpsOff)]);
-  rows.push([`${o.clients} clients, batching on (mean batch ${s.meanBatchSize.toFixed(1)})`, '', '', `${fmt(rpsOn)} (${(rpsOn / rpsOff).toFixed(2)}x)`]);
-  rows.push([`${o.clients} clients, batching on, optimize: true`, '', '', `${fmt(rpsOnOpt)} (${(rpsOnOpt / rpsOff).toFixed(2)}x)`]);
+  const variants = [
+    ['batching off', { maxBatch: 1 }], ['batching on', { maxBatch: o.clients, maxDelayMs: 2 }],
+    ['batching off, optimize: true', { maxBatch: 1, optimize: true }], ['batching on, optimize: true', { maxBatch: o.clients, maxDelayMs: 2, optimize: true }],
+  ];
+  const served = [];
+  for (const [, opts] of variants) served.push(await torch.serving.Predictor.load(file, { threads: o.threads, ...opts }));
+  const rps = variants.map(() => []);
+  for (let r = 0; r < o.rounds; r++) {
+    for (let v = 0; v < variants.length; v++) rps[v].push(await concurrent(served[v], o.size, o.clients, total));
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const rate = rps.map(median);
+  const meanBatch = served.map((p) => p.stats().meanBatchSize);
+  await Promise.all(served.map((p) => p.close()));
+  for (let v = 0; v < variants.length; v++) {
+    const on = v % 2 === 1;
+    rows.push([`${o.clients} clients, ${variants[v][0]}${on ? ` (mean batch ${meanBatch[v].toFixed(1)})` : ''}`, '', '',
+      `${fmt(rate[v])}${on ? ` (${(rate[v] / rate[v - 1]).toFixed(2)}x)` : ''} [${rps[v].map(fmt).join(', ')}]`]);
+  }
 
   let py;
   try {
     py = JSON.parse(python(dir, 'serve.py', PYTORCH_SERVE, [file, String(o.threads), String(o.size), String(o.requests)]));
     rows.push(['PyTorch loop over torch.jit.load, idle', fmt(py.p50), fmt(py.p99), fmt(py.rps)]);
+    rows.push(['PyTorch loop over optimize_for_inference(freeze(m)), idle', fmt(py.opt.p50), fmt(py.opt.p99), fmt(py.opt.rps)]);
   } catch (e) {
     rows.push([`PyTorch: unavailable (${e.message.split('\n')[0]})`, '', '', '']);
   }
@@ -182,7 +202,7 @@ async function main() {
     `(batch ${o.trainBatch} at ${o.trainSize}x${o.trainSize}); libtorch ${torch.version.libtorch}, Python torch ${pyVersion}, ${os.cpus().length} cores\n`);
   console.log('| case | p50 ms | p99 ms | requests/s |\n| --- | --- | --- | --- |');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x (training at nice ${o.trainingNice}: ${(niced.p99 / idle.p99).toFixed(2)}x); PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'} (optimize: true: ${py ? (py.p50 / idleOpt.p50).toFixed(2) : '?'})`);
+  console.log(`\np99 while training / idle p99: ${(busy.p99 / idle.p99).toFixed(2)}x (training at nice ${o.trainingNice}: ${(niced.p99 / idle.p99).toFixed(2)}x); PyTorch idle p50 / finetorch idle p50: ${py ? (py.p50 / idle.p50).toFixed(2) : '?'} (both optimized: ${py ? (py.opt.p50 / idleOpt.p50).toFixed(2) : '?'})`);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });
