@@ -155,13 +155,6 @@ class DecodeWorker : public Napi::AsyncWorker {
   Outcome outcome_ = Outcome::kElsewhere;
 };
 
-int Int(const Napi::Value& v, int min, const char* what) {
-  const double d = v.ToNumber().DoubleValue();
-  if (!(d >= min && d <= (1 << 24) && static_cast<int>(d) == d)) {
-    throw Napi::RangeError::New(v.Env(), std::string("decodeJpeg: ") + what + " must be a whole number from " + std::to_string(min));
-  }
-  return static_cast<int>(d);
-}
 
 }  // namespace
 
@@ -171,9 +164,10 @@ Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "decodeJpeg: expected (bytes: Uint8Array, left, top, width, height, outWidth, outHeight, filter)");
   }
   auto bytes = info[0].As<Napi::Uint8Array>();
-  Request r{bytes.Data(), bytes.ElementLength(), Int(info[1], 0, "left"), Int(info[2], 0, "top"), Int(info[3], 1, "width"), Int(info[4], 1, "height")};
-  const int outW = Int(info[5], 1, "outWidth");
-  const int outH = Int(info[6], 1, "outHeight");
+  Request r{bytes.Data(), bytes.ElementLength(), WholeArg(info[1], 0, "decodeJpeg", "left"), WholeArg(info[2], 0, "decodeJpeg", "top"),
+            WholeArg(info[3], 1, "decodeJpeg", "width"), WholeArg(info[4], 1, "decodeJpeg", "height")};
+  const int outW = WholeArg(info[5], 1, "decodeJpeg", "outWidth");
+  const int outH = WholeArg(info[6], 1, "decodeJpeg", "outHeight");
   const Filter f = ParseFilter(env, info[7].ToString().Utf8Value());
   auto out = Napi::Uint8Array::New(env, static_cast<size_t>(outW) * outH * 3);
   auto* worker = new DecodeWorker(env, bytes, out, r, outW, outH, f);

@@ -204,14 +204,6 @@ class ResampleWorker : public Napi::AsyncWorker {
   Filter f_;
 };
 
-int PositiveInt(const Napi::Value& v, const char* what) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string("resample: ") + what + " must be a number");
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 1 && d <= (1 << 24) && std::floor(d) == d)) {
-    throw Napi::RangeError::New(v.Env(), std::string("resample: ") + what + " must be a whole number from 1, got " + v.ToString().Utf8Value());
-  }
-  return static_cast<int>(d);
-}
 
 }  // namespace
 
@@ -234,6 +226,16 @@ void Resample(const uint8_t* in, int inW, int inH, int C, int outW, int outH, Fi
   Vertical(mid.data(), outW * C, rowFirst, outH, v, out);
 }
 
+int WholeArg(const Napi::Value& v, int min, const char* fn, const char* what) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(fn) + ": " + what + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= min && d <= (1 << 24) && std::floor(d) == d)) {
+    throw Napi::RangeError::New(v.Env(), std::string(fn) + ": " + what + " must be a whole number from " + std::to_string(min) +
+                                             ", got " + v.ToString().Utf8Value());
+  }
+  return static_cast<int>(d);
+}
+
 Filter ParseFilter(Napi::Env env, const std::string& name) {
   if (name == "nearest") return Filter::kNearest;
   if (name == "bilinear") return Filter::kBilinear;
@@ -248,11 +250,11 @@ Napi::Value ResampleImage(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "resample: expected (data: Uint8Array, width, height, channels, outWidth, outHeight, filter)");
   }
   auto in = info[0].As<Napi::Uint8Array>();
-  const int w = PositiveInt(info[1], "width");
-  const int h = PositiveInt(info[2], "height");
-  const int c = PositiveInt(info[3], "channels");
-  const int ow = PositiveInt(info[4], "outWidth");
-  const int oh = PositiveInt(info[5], "outHeight");
+  const int w = WholeArg(info[1], 1, "resample", "width");
+  const int h = WholeArg(info[2], 1, "resample", "height");
+  const int c = WholeArg(info[3], 1, "resample", "channels");
+  const int ow = WholeArg(info[4], 1, "resample", "outWidth");
+  const int oh = WholeArg(info[5], 1, "resample", "outHeight");
   const Filter f = ParseFilter(env, info[6].ToString().Utf8Value());
   if (in.ElementLength() != static_cast<size_t>(w) * h * c) {
     throw Napi::RangeError::New(env, "resample: " + std::to_string(in.ElementLength()) + " bytes are not a " +

@@ -147,13 +147,11 @@ export class LabelCounts {
     if (parts.some((p) => p[0] && p[0] !== labels)) throw new Error(`evaluate: ranks disagree on the label count (${parts.map((p) => p[0] ?? 0).join(', ')})`);
     this.scores = Array.from({ length: labels }, () => []);
     this.positives = Array.from({ length: labels }, () => []);
-    for (const p of parts) {
-      const count = p[1] ?? 0;
+    // A rank that saw no batch sent [0, 0]: nothing to add from it.
+    for (const p of parts.filter((q) => q[0])) {
+      const count = p[1];
       let j = 2;
-      for (const list of [this.scores, this.positives]) {
-        if (!p[0]) continue;
-        for (const values of list) for (let i = 0; i < count; i++) values.push(p[j++]);
-      }
+      for (const list of [this.scores, this.positives]) for (const values of list) for (let i = 0; i < count; i++) values.push(p[j++]);
     }
   }
 
