@@ -21,8 +21,10 @@
  *                   maxBatch = clients and maxDelayMs 2 (on) or maxBatch 1 (off); plain and
  *                   optimize: true; `rounds` rounds alternating the four, each one's median
  *                   requests/s (this VM's speed drifts by a third between minutes).
+ * One predictor is alive at a time (loaded for its measurement, then closed): see withPredictor.
  *   PyTorch:        Python's loop, torch.set_num_threads(threads), inference_mode, single images;
- *                   the model as loaded, and torch.jit.optimize_for_inference(torch.jit.freeze(m)).
+ *                   the model as loaded, and torch.jit.optimize_for_inference(torch.jit.freeze(m));
+ *                   run before finetorch's rows and again after them (ratios: their mean).
  * Prints a Markdown table. Needs dist/ (npm run build:ts) and a Python with torch and torchvision
  * ($FINETORCH_PYTHON, else /usr/bin/python3). Never part of a test run.
  */
@@ -131,20 +133,35 @@ async function main() {
   const rows = [];
   const fmt = (v) => v.toFixed(1);
 
+  let pyBefore;
+  try {
+    pyBefore = JSON.parse(python(dir, 'serve.py', PYTORCH_SERVE, [file, String(o.threads), String(o.size), String(o.requests)]));
+  } catch {
+    // reported after finetorch's rows
+  }
   await torch.setNumThreads(o.trainThreads);
-  const predictor = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
-  const optimized = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1, optimize: true });
+  // One predictor alive at a time: each keeps an OpenMP team, and once the process's OpenMP
+  // threads outnumber the cores libgomp stops spin-waiting between parallel regions, which slows
+  // every team (see the README's thread split). A user runs one predictor per model.
+  const withPredictor = async (opts, fn) => {
+    const p = await torch.serving.Predictor.load(file, { threads: o.threads, ...opts });
+    try {
+      return { result: await fn(p), stats: p.stats() };
+    } finally {
+      await p.close();
+    }
+  };
   const lat = { plain: [], optimized: [] };
   for (let r = 0; r < o.rounds; r++) {
-    lat.plain.push(...await sequential(predictor, o.size, o.requests));
-    lat.optimized.push(...await sequential(optimized, o.size, o.requests));
+    lat.plain.push(...(await withPredictor({ maxBatch: 1 }, (p) => sequential(p, o.size, o.requests))).result);
+    lat.optimized.push(...(await withPredictor({ maxBatch: 1, optimize: true }, (p) => sequential(p, o.size, o.requests))).result);
   }
-  await optimized.close();
   const idle = percentiles(lat.plain);
   const idleOpt = percentiles(lat.optimized);
   rows.push([`finetorch Predictor, idle (${o.rounds} x ${o.requests} requests)`, fmt(idle.p50), fmt(idle.p99), '']);
   rows.push(['finetorch Predictor, idle, optimize: true (frozen, BatchNorm folded)', fmt(idleOpt.p50), fmt(idleOpt.p99), '']);
 
+  const predictor = await torch.serving.Predictor.load(file, { threads: o.threads, maxBatch: 1 });
   const trainModel = await torch.jit.load(file);
   const trainSteps = 4;
   await trainLoop(trainModel, o, 1);  // warm-up
@@ -172,27 +189,34 @@ async function main() {
     ['batching off', { maxBatch: 1 }], ['batching on', { maxBatch: o.clients, maxDelayMs: 2 }],
     ['batching off, optimize: true', { maxBatch: 1, optimize: true }], ['batching on, optimize: true', { maxBatch: o.clients, maxDelayMs: 2, optimize: true }],
   ];
-  const served = [];
-  for (const [, opts] of variants) served.push(await torch.serving.Predictor.load(file, { threads: o.threads, ...opts }));
   const rps = variants.map(() => []);
+  const meanBatch = variants.map(() => 0);
   for (let r = 0; r < o.rounds; r++) {
-    for (let v = 0; v < variants.length; v++) rps[v].push(await concurrent(served[v], o.size, o.clients, total));
+    for (let v = 0; v < variants.length; v++) {
+      const { result, stats } = await withPredictor(variants[v][1], (p) => concurrent(p, o.size, o.clients, total));
+      rps[v].push(result);
+      meanBatch[v] = stats.meanBatchSize;
+    }
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const rate = rps.map(median);
-  const meanBatch = served.map((p) => p.stats().meanBatchSize);
-  await Promise.all(served.map((p) => p.close()));
   for (let v = 0; v < variants.length; v++) {
     const on = v % 2 === 1;
     rows.push([`${o.clients} clients, ${variants[v][0]}${on ? ` (mean batch ${meanBatch[v].toFixed(1)})` : ''}`, '', '',
       `${fmt(rate[v])}${on ? ` (${(rate[v] / rate[v - 1]).toFixed(2)}x)` : ''} [${rps[v].map(fmt).join(', ')}]`]);
   }
 
+  // PyTorch runs before finetorch and again after it: this VM's speed drifts over minutes, and
+  // the two runs show by how much. The ratios use the mean of the two.
   let py;
   try {
-    py = JSON.parse(python(dir, 'serve.py', PYTORCH_SERVE, [file, String(o.threads), String(o.size), String(o.requests)]));
-    rows.push(['PyTorch loop over torch.jit.load, idle', fmt(py.p50), fmt(py.p99), fmt(py.rps)]);
-    rows.push(['PyTorch loop over optimize_for_inference(freeze(m)), idle', fmt(py.opt.p50), fmt(py.opt.p99), fmt(py.opt.rps)]);
+    const after = JSON.parse(python(dir, 'serve.py', PYTORCH_SERVE, [file, String(o.threads), String(o.size), String(o.requests)]));
+    const mean = (k, a, b) => ({ p50: (a[k].p50 + b[k].p50) / 2 });
+    py = { p50: (pyBefore.p50 + after.p50) / 2, opt: mean('opt', pyBefore, after) };
+    for (const [when, r] of [['before', pyBefore], ['after', after]]) {
+      rows.push([`PyTorch loop over torch.jit.load, idle (${when})`, fmt(r.p50), fmt(r.p99), fmt(r.rps)]);
+      rows.push([`PyTorch loop over optimize_for_inference(freeze(m)), idle (${when})`, fmt(r.opt.p50), fmt(r.opt.p99), fmt(r.opt.rps)]);
+    }
   } catch (e) {
     rows.push([`PyTorch: unavailable (${e.message.split('\n')[0]})`, '', '', '']);
   }
