@@ -6,6 +6,8 @@
 #include "script_module.h"
 #include "tensor.h"
 
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
@@ -73,6 +75,9 @@ ModulePtr Prepare(torch::jit::Module m, const c10::Device& device) {
 // A model that cannot be frozen (attributes its forward mutates, say) is served as it is: `why`
 // says why.
 ModulePtr Optimized(const ModulePtr& m, std::string& why) {
+  // The passes inline submodule calls only with graph optimisation on, which finetorch turns off on
+  // the training executor (backends.jit.optimize), where an adopted module is frozen.
+  torch::jit::GraphOptimizerEnabledGuard optimizing(true);
   try {
     torch::jit::Module frozen = torch::jit::freeze(*m);
     return std::make_shared<torch::jit::Module>(torch::jit::optimize_for_inference(frozen));

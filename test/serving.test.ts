@@ -222,7 +222,13 @@ test('optimize: true serves a frozen, inference-optimized copy (BatchNorm folded
   expect(p.optimized).toBe(true);
   expect(maxAbsDiff((await (await p.predict(xs[0])).data()) as Float32Array, wantA[0])).toBeLessThan(1e-5);
   await expect(torch.serving.Predictor.load(file('cnn.pt'), { optimize: 'yes' as unknown as boolean })).rejects.toThrow(/optimize must be a boolean/);
-  await Promise.all([p.close(), plain.close()]);
+  // adopted from a loaded module: frozen on the training executor, where graph optimisation is off
+  const adopted = await torch.serving.Predictor.load(a, { optimize: true });
+  expect(adopted.optimized).toBe(true);
+  expect(maxAbsDiff((await (await adopted.predict(xs[2])).data()) as Float32Array, wantA[2])).toBeLessThan(1e-5);
+  await adopted.update(b);
+  expect(maxAbsDiff((await (await adopted.predict(xs[2])).data()) as Float32Array, wantB[2])).toBeLessThan(1e-5);
+  await Promise.all([p.close(), plain.close(), adopted.close()]);
   expect(p.optimized).toBe(false);
   a.dispose();
   b.dispose();
