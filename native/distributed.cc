@@ -273,10 +273,11 @@ std::string Describe(const int64_t* v) {
 }
 
 c10d::ReduceOp ParseOp(const std::string& op) {
-  if (op == "product") return c10d::ReduceOp::PRODUCT;
-  if (op == "min") return c10d::ReduceOp::MIN;
-  if (op == "max") return c10d::ReduceOp::MAX;
-  return c10d::ReduceOp::SUM;  // 'sum', and 'avg' (sum, then divided here: gloo has no AVG)
+  // By ReduceOpCode: 'avg' sums, then the caller divides (gloo has no AVG).
+  static const c10d::ReduceOp::RedOpType ops[] = {c10d::ReduceOp::SUM, c10d::ReduceOp::PRODUCT, c10d::ReduceOp::MIN,
+                                                  c10d::ReduceOp::MAX, c10d::ReduceOp::SUM};
+  const int64_t code = ReduceOpCode(op);
+  return code < 0 ? c10d::ReduceOp::SUM : ops[code];
 }
 
 }  // namespace

@@ -155,7 +155,6 @@ class DecodeWorker : public Napi::AsyncWorker {
   Outcome outcome_ = Outcome::kElsewhere;
 };
 
-
 }  // namespace
 
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {

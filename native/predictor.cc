@@ -72,8 +72,7 @@ ModulePtr Prepare(torch::jit::Module m, const c10::Device& device) {
 
 // torch.jit.optimize_for_inference(torch.jit.freeze(m)): weights become constants, BatchNorm folds
 // into the convolution before it, and (CPU) convolutions run on oneDNN with prepacked weights.
-// A model that cannot be frozen (attributes its forward mutates, say) is served as it is: `why`
-// says why.
+// A model that cannot be frozen is served as it is: `why` says why.
 ModulePtr Optimized(const ModulePtr& m, std::string& why) {
   // The passes inline submodule calls only with graph optimisation on, which finetorch turns off on
   // the training executor (backends.jit.optimize), where an adopted module is frozen.
@@ -101,13 +100,7 @@ void Serve(PredictorState& s, ModulePtr m) {
 
 // After weights were copied into the source: a fresh optimized copy to run.
 void Reoptimize(PredictorState& s) {
-  if (!s.optimize) return;
-  ModulePtr src;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    src = s.source;
-  }
-  Serve(s, src);
+  if (s.optimize) Serve(s, s.Source());
 }
 
 struct Signature {

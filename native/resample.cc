@@ -204,7 +204,6 @@ class ResampleWorker : public Napi::AsyncWorker {
   Filter f_;
 };
 
-
 }  // namespace
 
 void Resample(const uint8_t* in, int inW, int inH, int C, int outW, int outH, Filter f, uint8_t* out) {

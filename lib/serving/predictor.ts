@@ -39,7 +39,7 @@ export interface PredictorOptions {
    * before it, and on CPU convolutions run on oneDNN with prepacked weights: a resnet18 image at
    * 2 threads took 0.7-0.8x the time here (about 0.9x at 1 thread; batches gain less). Outputs equal
    * the model's within float rounding (folding changes the last bits). Each `update()` makes the
-   * copy again, on the predictor's thread (resnet18: 0.1-0.2 s, during which requests wait). A model
+   * copy again, on the predictor's thread (resnet18: 0.1-0.3 s, during which requests wait). A model
    * that cannot be frozen is served as it is, with a warning (`optimized` says which).
    */
   optimize?: boolean;
