@@ -1,6 +1,7 @@
 #include "optimizer.h"
 
 #include "executor.h"
+#include "fused_adamw.h"
 #include "script_module.h"
 #include "tensor.h"
 
@@ -66,27 +67,8 @@ class AdamW : public torch::optim::AdamW {
         }
         auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
         st.step(st.step() + 1);
-        if (o.weight_decay() != 0) p.mul_(1 - lr * o.weight_decay());
-        at::Tensor& expAvg = st.exp_avg();
-        at::Tensor& expAvgSq = st.exp_avg_sq();
-#ifdef FT_ADAMW_LERP
-        expAvg.lerp_(grad, 1 - beta1);
-#else
-        expAvg.mul_(beta1).add_(grad, 1 - beta1);
-#endif
-        expAvgSq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-        const double step = static_cast<double>(st.step());
-        const double biasCorrection1 = 1 - std::pow(beta1, step);
-        const double biasCorrection2Sqrt = std::sqrt(1 - std::pow(beta2, step));
-        at::Tensor denom;
-        if (o.amsgrad()) {
-          at::Tensor& maxSq = st.max_exp_avg_sq();
-          at::maximum_out(maxSq, maxSq, expAvgSq);
-          denom = (maxSq.sqrt() / biasCorrection2Sqrt).add_(o.eps());
-        } else {
-          denom = (expAvgSq.sqrt() / biasCorrection2Sqrt).add_(o.eps());
-        }
-        p.addcdiv_(expAvg, denom, -(lr / biasCorrection1));
+        AdamWUpdate(p, grad, st.exp_avg(), st.exp_avg_sq(), o.amsgrad() ? &st.max_exp_avg_sq() : nullptr,
+                    {lr, beta1, beta2, o.eps(), o.weight_decay(), static_cast<double>(st.step())});
       }
     }
     return loss;
@@ -309,5 +291,7 @@ Napi::Value OptimizerWrap::Dispose(const Napi::CallbackInfo& info) {
 Napi::Value OptimizerWrap::GetDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !holder_);
 }
+
+Napi::Value FusedAdamW(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), FusedAdamWAvailable()); }
 
 }  // namespace finetorch

@@ -37,4 +37,7 @@ class OptimizerWrap : public Napi::ObjectWrap<OptimizerWrap> {
   std::string kind_;
 };
 
+// fusedAdamW(): whether AdamW updates run as one pass here (fused_adamw.cc).
+Napi::Value FusedAdamW(const Napi::CallbackInfo& info);
+
 }  // namespace finetorch

@@ -9,8 +9,10 @@
  *   (the DataLoader/fit "stalls"; Python on Debian 13 hangs the same way). Here a scripted MLP
  *   trains for 40 steps and a fresh copy of a model computes bit-identically to one whose graph
  *   the executor has already optimized: both would hang or differ with the fuser on.
- * - AdamW computes exactly as Python's torch.optim.AdamW of the same version (lerp_ since 2.0).
+ * - AdamW computes exactly as Python's torch.optim.AdamW of the same version (lerp_ since 2.0), in
+ *   its one-pass form too (backends.cpu.fusedAdamW).
  */
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as torch from '../lib';
@@ -134,6 +136,71 @@ print(json.dumps({k: v.flatten().tolist() for k, v in m.state_dict().items()}))
     opt.dispose(); xt.dispose(); yt.dispose(); model.dispose();
   }
 }, 120_000);
+
+test('AdamW\'s one-pass update (backends.cpu.fusedAdamW) equals Python\'s op sequence bit for bit on parameters past the vector width and the thread split, both lerp forms, with and without weight decay', async () => {
+  const flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+  // Where ATen's kernels fuse multiply-adds (AVX2 with FMA) the one pass is what runs; elsewhere the op sequence.
+  expect(torch.backends.cpu.fusedAdamW).toBe(process.arch === 'x64' && flags.includes('avx2') && flags.includes('fma'));
+  const file = path.join(dir, 'wide.pt');
+  // 300 x 211 + 211 and 211 x 7 + 7: the first weight (63,300) is past ATen's grain (32,768), so two
+  // threads split it; no size is a multiple of 8, so every tensor has a scalar tail.
+  const xFile = path.join(dir, 'wide-x.f32');
+  const yFile = path.join(dir, 'wide-y.i64');
+  await runPy(String.raw`
+import sys, torch
+torch.manual_seed(1)
+torch.jit.script(torch.nn.Sequential(torch.nn.Linear(300, 211), torch.nn.ReLU(), torch.nn.Linear(211, 7))).save(sys.argv[1])
+torch.randn(32, 300).numpy().tofile(sys.argv[2])
+torch.randint(0, 7, (32,)).numpy().tofile(sys.argv[3])
+`, [file, xFile, yFile]);
+  const xBytes = fs.readFileSync(xFile);
+  const yBytes = fs.readFileSync(yFile);
+  const before = torch.getNumThreads();
+  await torch.setNumThreads(2);
+  try {
+    for (const [betas, weightDecay] of [[[0.9, 0.999], 0.05], [[0.3, 0.99], 0]] as const) {
+      const ref = await runPyJson<Record<string, number[]>>(String.raw`
+import json, sys, torch
+torch.set_num_threads(2)
+m = torch.jit.load(sys.argv[1])
+x = torch.from_file(sys.argv[2], size=32 * 300, dtype=torch.float32).reshape(32, 300)
+y = torch.from_file(sys.argv[3], size=32, dtype=torch.int64)
+b = json.loads(sys.argv[4])
+opt = torch.optim.AdamW(m.parameters(), lr=0.003, betas=(b[0], b[1]), weight_decay=float(sys.argv[5]))
+for _ in range(6):
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print(json.dumps({k: v.flatten().tolist() for k, v in m.state_dict().items()}))
+`, [file, xFile, yFile, JSON.stringify(betas), String(weightDecay)]);
+      const model = await torch.jit.load(file);
+      const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.003, betas: [...betas], weightDecay });
+      const xt = torch.tensor(new Float32Array(xBytes.buffer, xBytes.byteOffset, 32 * 300), { shape: [32, 300] });
+      const yt = torch.tensor(new BigInt64Array(yBytes.buffer.slice(yBytes.byteOffset, yBytes.byteOffset + 32 * 8)));
+      for (let s = 0; s < 6; s++) {
+        const logits: Tensor = await model.forward(xt);
+        const loss = await torch.nn.functional.crossEntropy(logits, yt);
+        await opt.zeroGrad();
+        await loss.backward();
+        await opt.step();
+        logits.dispose(); loss.dispose();
+      }
+      for (const [n, p] of model.namedParameters()) {
+        const got = await p.data() as Float32Array;
+        const differ = ref[n].filter((v, i) => v !== got[i]).length;
+        expect({ betas, n, differ }).toEqual({ betas, n, differ: 0 });
+      }
+      opt.dispose(); xt.dispose(); yt.dispose(); model.dispose();
+    }
+  } finally {
+    await torch.setNumThreads(before);
+  }
+  // FINETORCH_FUSED_ADAMW=0 keeps the op sequence (read once, at the first update).
+  const script = `process.stdout.write(String(require(${JSON.stringify(path.join(__dirname, '..', 'dist'))}).backends.cpu.fusedAdamW))`;
+  const off = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, FINETORCH_FUSED_ADAMW: '0' } }).toString();
+  expect(off).toBe('false');
+}, 180_000);
 
 describe('checkpoints across libtorch versions', () => {
   // Written by test/fixtures/xver/make.js under each line: a checkpoint after 2 of 3 epochs.
