@@ -3,7 +3,7 @@
  * Training throughput: finetorch's train.fit against PyTorch on the same machine, the same
  * libtorch (Python's torch), the same thread count and the same TorchScript file.
  *
- *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc] [--same-omp]
+ *   node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--rounds 3] [--same-malloc] [--same-omp]
  *
  * Model: torchvision resnet18 (torch.manual_seed(0), 10-class fc), scripted by Python into a
  * temporary folder; both sides load that file. --threads: the intra-op thread counts to run, each on
@@ -16,7 +16,9 @@
  *         sides (finetorch's default for frozen BatchNorm under train()).
  * finetorch runs train.fit (one fused native task per step, progress off, batches kept); PyTorch
  * runs the usual loop (forward, loss, backward, step, zero_grad). `warmup` steps are run and not
- * timed on both sides, then `steps` timed steps.
+ * timed on both sides, then `steps` timed steps. Each row is `rounds` such pairs, the side that goes
+ * first alternating, so that a machine whose speed drifts (a shared VM's does, by 10-20% within a
+ * minute) weighs on both: the row gives each side's mean, every round's ratio and their median.
  *
  * Also reported: the event loop's worst lag while finetorch trains (a 1 ms setInterval; the
  * largest gap between two ticks), measured on 4 further untimed steps, next to the same measure taken with the process idle, since on a
@@ -40,7 +42,7 @@ let pythonEnv = process.env;
 const python = (dir, name, code, args = []) => runPythonFile(dir, name, code, args, pythonEnv);
 
 const { EXPORT_RESNET18: EXPORT, pyTimedSteps } = require('./resnet18');
-const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--same-malloc] [--same-omp]';
+const USAGE = 'node bench/train.js [--steps 20] [--warmup 5] [--batch 16] [--size 224] [--modes full,head] [--threads 2,1] [--rounds 3] [--same-malloc] [--same-omp]';
 
 const PYTORCH_RUN = String.raw`
 import json, sys, time, torch
@@ -122,6 +124,7 @@ async function finetorchRun(file, mode, o) {
     size: { type: 'int', default: 224, min: 32 },
     modes: { type: 'list', default: ['full', 'head'] },
     threads: { type: 'ints', default: [...new Set([os.availableParallelism(), 1])] },
+    rounds: { type: 'int', default: 3 },
     'same-malloc': { type: 'flag' },
     'same-omp': { type: 'flag' },
   }, USAGE);
@@ -158,26 +161,50 @@ async function finetorchRun(file, mode, o) {
       const label = mode === 'full' ? 'full fine-tune' : 'head only (frozen backbone)';
       const loadBefore = loadAverage();
       await torch.setNumThreads(threads);
-      process.stderr.write(`bench/train: ${label}, ${threads} thread(s): finetorch...\n`);
-      const ours = await finetorchRun(file, mode, o);
-      process.stderr.write(`bench/train: ${label}, ${threads} thread(s): PyTorch...\n`);
-      let theirs = null;
+      const ours = [];
+      const theirs = [];
       let why = null;
-      try {
-        theirs = JSON.parse(python(dir, 'run.py', PYTORCH_RUN, [file, mode, threads, o.batch, o.size, o.warmup, o.steps].map(String)));
-        if (theirs.trainable !== ours.trainable) why = `trainable parameters differ (${ours.trainable} vs ${theirs.trainable})`;
-      } catch (e) {
-        why = e.message;
+      const runOurs = async (round) => {
+        process.stderr.write(`bench/train: ${label}, ${threads} thread(s), round ${round + 1}/${o.rounds}: finetorch...\n`);
+        ours.push(await finetorchRun(file, mode, o));
+      };
+      const runTheirs = (round) => {
+        if (why) return;
+        process.stderr.write(`bench/train: ${label}, ${threads} thread(s), round ${round + 1}/${o.rounds}: PyTorch...\n`);
+        try {
+          const r = JSON.parse(python(dir, 'run.py', PYTORCH_RUN, [file, mode, threads, o.batch, o.size, o.warmup, o.steps].map(String)));
+          if (ours.length && r.trainable !== ours[0].trainable) why = `trainable parameters differ (${ours[0].trainable} vs ${r.trainable})`;
+          else theirs.push(r);
+        } catch (e) {
+          why = e.message;
+        }
+      };
+      for (let round = 0; round < o.rounds; round++) {
+        if (round % 2 === 0) {
+          await runOurs(round);
+          runTheirs(round);
+        } else {
+          runTheirs(round);
+          await runOurs(round);
+        }
       }
-      rows.push({ label, threads, ours, theirs, why, load: `${loadBefore} / ${loadAverage()}` });
+      rows.push({ label, threads, ours, theirs: why ? [] : theirs, why, load: `${loadBefore} / ${loadAverage()}` });
     }
 
     const f = (x, d = 2) => (x == null ? 'n/a' : x.toFixed(d));
-    console.log('| mode | threads | trainable params | finetorch fit samples/s | PyTorch samples/s | finetorch / PyTorch | worst event-loop lag (ms) | load average before / after |');
-    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+    const mean = (a) => (a.length ? a.reduce((x, y) => x + y, 0) / a.length : null);
+    const median = (a) => {
+      if (!a.length) return null;
+      const s = [...a].sort((x, y) => x - y);
+      return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    };
+    console.log('| mode | threads | trainable params | finetorch fit samples/s (mean) | PyTorch samples/s (mean) | finetorch / PyTorch (median) | rounds\' ratios | worst event-loop lag (ms) | load average before / after |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |');
     for (const r of rows) {
-      console.log(`| ${r.label} | ${r.threads} | ${r.ours.trainable.toLocaleString('en-US')} | ${f(r.ours.sps)} | ${f(r.theirs?.sps)} | ` +
-        `${r.theirs ? f(r.ours.sps / r.theirs.sps, 3) : 'n/a'} | ${f(r.ours.lagMs, 1)} | ${r.load} |`);
+      const ratios = r.theirs.map((t, i) => r.ours[i].sps / t.sps);
+      console.log(`| ${r.label} | ${r.threads} | ${r.ours[0].trainable.toLocaleString('en-US')} | ${f(mean(r.ours.map((x) => x.sps)))} | ` +
+        `${f(mean(r.theirs.map((x) => x.sps)))} | ${ratios.length ? f(median(ratios), 3) : 'n/a'} | ${ratios.map((x) => f(x, 3)).join(', ') || 'n/a'} | ` +
+        `${f(Math.max(...r.ours.map((x) => x.lagMs)), 1)} | ${r.load} |`);
     }
     for (const r of rows) if (r.why) console.log(`\nnote (${r.label}, ${r.threads} threads): ${r.why}`);
   } finally {
