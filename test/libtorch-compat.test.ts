@@ -99,6 +99,18 @@ test('a trained model runs under inferenceMode (TorchScript runs it without grad
   probs.dispose(); optimizer.dispose(); model.dispose();
 }, 60_000);
 
+/** `steps` optimizer steps on one batch, as the reference scripts loop: forward, cross-entropy, zero_grad, backward, step. */
+async function crossEntropySteps(model: torch.jit.ScriptModule, opt: torch.optim.AdamW, x: Tensor, y: Tensor, steps: number): Promise<void> {
+  for (let s = 0; s < steps; s++) {
+    const logits: Tensor = await model.forward(x);
+    const loss = await torch.nn.functional.crossEntropy(logits, y);
+    await opt.zeroGrad();
+    await loss.backward();
+    await opt.step();
+    logits.dispose(); loss.dispose();
+  }
+}
+
 test('AdamW steps equal Python\'s torch.optim.AdamW of the same version bit for bit (weight decay, amsgrad)', async () => {
   const x = Array.from(floats(11, 16 * 4));
   const y = Array.from(labels(12, 16, 3), Number);
@@ -121,14 +133,7 @@ print(json.dumps({k: v.flatten().tolist() for k, v in m.state_dict().items()}))
     const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01, weightDecay: 0.05, amsgrad });
     const xt = torch.tensor(Float32Array.from(x), { shape: [16, 4] });
     const yt = torch.tensor(BigInt64Array.from(y.map(BigInt)));
-    for (let s = 0; s < 12; s++) {
-      const logits: Tensor = await model.forward(xt);
-      const loss = await torch.nn.functional.crossEntropy(logits, yt);
-      await opt.zeroGrad();
-      await loss.backward();
-      await opt.step();
-      logits.dispose(); loss.dispose();
-    }
+    await crossEntropySteps(model, opt, xt, yt, 12);
     for (const [n, p] of model.namedParameters()) {
       // float32 values through JSON are exact doubles, so equality is bit equality
       expect({ n, v: Array.from(await p.data() as Float32Array) }).toEqual({ n, v: ref[n] });
@@ -179,14 +184,7 @@ print(json.dumps({k: v.flatten().tolist() for k, v in m.state_dict().items()}))
       const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.003, betas: [...betas], weightDecay });
       const xt = torch.tensor(new Float32Array(xBytes.buffer, xBytes.byteOffset, 32 * 300), { shape: [32, 300] });
       const yt = torch.tensor(new BigInt64Array(yBytes.buffer.slice(yBytes.byteOffset, yBytes.byteOffset + 32 * 8)));
-      for (let s = 0; s < 6; s++) {
-        const logits: Tensor = await model.forward(xt);
-        const loss = await torch.nn.functional.crossEntropy(logits, yt);
-        await opt.zeroGrad();
-        await loss.backward();
-        await opt.step();
-        logits.dispose(); loss.dispose();
-      }
+      await crossEntropySteps(model, opt, xt, yt, 6);
       for (const [n, p] of model.namedParameters()) {
         const got = await p.data() as Float32Array;
         const differ = ref[n].filter((v, i) => v !== got[i]).length;
