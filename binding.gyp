@@ -3,7 +3,7 @@
     {
       "target_name": "finetorch",
       "sources": [
-        "native/addon.cc", "native/amp.cc", "native/blas.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/ddp.cc", "native/device.cc", "native/distributed.cc", "native/executor.cc", "native/fused_adamw.cc", "native/generic_step.cc", "native/jpeg.cc", "native/lora.cc", "native/malloc_tuning.cc", "native/memory_stats.cc", "native/optimizer.cc", "native/predictor.cc", "native/resample.cc", "native/runtime.cc", "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc", "native/train_step.cc"
+        "native/addon.cc", "native/amp.cc", "native/blas.cc", "native/code_check.cc", "native/collate.cc", "native/common.cc", "native/cpu_kernels.cc", "native/ddp.cc", "native/device.cc", "native/distributed.cc", "native/executor.cc", "native/fused_adamw.cc", "native/generic_step.cc", "native/jpeg.cc", "native/lora.cc", "native/malloc_tuning.cc", "native/memory_stats.cc", "native/optimizer.cc", "native/predictor.cc", "native/resample.cc", "native/runtime.cc", "native/script_module.cc", "native/tensor.cc", "native/tensor_ops.cc", "native/train_step.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -155,6 +155,7 @@ export interface Binding {
   /** TorchScript's CPU fuser: reads it, and sets it when a flag is given. */
   jitCpuFusion(flag?: boolean): boolean;
   fusedAdamW(): boolean;
+  cpuKernels(): string[];
   jitOptimize(flag?: boolean): boolean;
   tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
   collateImages(images: { data: Uint8Array; luts: Float32Array; mirrored: boolean }[], shape: number[], pinMemory: boolean): Promise<NativeTensor>;

@@ -121,6 +121,7 @@ export const cuda = {
  * torch.backends.jit.cpuFusion; // false: TorchScript's CPU fuser is off unless turned on
  * torch.backends.jit.optimize; // false: every call runs the same (unoptimised) graph, for exact resumes
  * torch.backends.cpu.fusedAdamW; // true on x86-64 with AVX2: AdamW updates a parameter in one pass
+ * torch.backends.cpu.kernels; // ['max_pool2d', 'batch_norm_stats']: ATen kernels done faster, same bits
  */
 export const backends = {
   cudnn: {
@@ -140,6 +141,16 @@ export const backends = {
      * always take the op sequence.
      */
     get fusedAdamW(): boolean { return native.fusedAdamW(); },
+    /**
+     * The ATen CPU kernels finetorch runs its own, faster versions of in this process, which give
+     * ATen's results bit for bit: `'max_pool2d'` (max-pool with indices, eight outputs at a time:
+     * 3-4x ATen's on resnet18's stem) and, on libtorch 1.13, `'batch_norm_stats'` (batch norm's
+     * training mean and variance, eight channels at a time). Each is put in place of ATen's when the
+     * addon loads, only where it matched ATen's kernel in every bit on a probe with ties, NaN and
+     * infinities; other dtypes, layouts and dilations still run ATen's. Empty on CPUs without AVX2
+     * or with `FINETORCH_CPU_KERNELS=0` in the environment.
+     */
+    get kernels(): string[] { return native.cpuKernels(); },
   },
   jit: {
     /**

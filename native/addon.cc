@@ -74,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge));
   exports.Set("jitCpuFusion", Napi::Function::New(env, JitCpuFusion));
   exports.Set("fusedAdamW", Napi::Function::New(env, FusedAdamW));
+  exports.Set("cpuKernels", Napi::Function::New(env, CpuKernelsJs));
   exports.Set("jitOptimize", Napi::Function::New(env, JitOptimize));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("distInit", Napi::Function::New(env, DistInit));

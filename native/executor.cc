@@ -1,5 +1,7 @@
 #include "executor.h"
 
+#include "cpu_kernels.h"
+
 #include <ATen/Parallel.h>
 
 #include <atomic>
@@ -60,6 +62,7 @@ Executor::Executor(Napi::Env env) {
   thread_ = std::thread([this, &started] {
     // A new OS thread starts with OpenMP's single-thread default; give it libtorch's intra-op pool.
     at::init_num_threads();
+    InstallCpuKernels();  // before the first task: ATen's max-pool and batch-norm statistics, faster
     started.set_value(at::get_num_threads());
     Loop();
   });

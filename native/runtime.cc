@@ -2,6 +2,7 @@
 // OS priority of training's threads, each set on the executor.
 #include "runtime.h"
 
+#include "cpu_kernels.h"
 #include "executor.h"
 
 #include <ATen/Context.h>
@@ -84,6 +85,14 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   int n = gNumThreads.load();
   if (n == 0) n = Addon(info.Env()).executor->numThreadsAtStart();
   return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value CpuKernelsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> names = CpuKernels();
+  Napi::Array out = Napi::Array::New(env, names.size());
+  for (uint32_t i = 0; i < names.size(); i++) out.Set(i, names[i]);
+  return out;
 }
 
 }  // namespace finetorch
