@@ -25,6 +25,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <ATen/native/DispatchStub.h>
 #include <ATen/native/Pool.h>
 #include <ATen/native/batch_norm.h>
@@ -32,12 +33,14 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <dlfcn.h>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
 #include <type_traits>
+#include <typeinfo>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -58,6 +61,33 @@ std::atomic<void*>& CpuPointer(Stub& stub) {
   static_assert(std::is_standard_layout<Stub>::value && sizeof(Stub) == sizeof(at::native::DispatchStubImpl),
                 "an ATen DispatchStub holds just its DispatchStubImpl");
   return reinterpret_cast<at::native::DispatchStubImpl&>(stub).cpu_dispatch_ptr;
+}
+
+// The kernel an ATen DispatchStub runs on this CPU. libtorch 1.13 keeps its choice in the stub's
+// pointer after the first call; 2.x chooses again on every call (it stores the pointer it loaded,
+// still null), so there the choice is made as ATen makes it, from the stub's exported per-ISA
+// kernels (DispatchStub<Fn, Stub>::AVX512, AVX2, DEFAULT), found by their mangled names. Null
+// where a name is not found: nothing is replaced then.
+template <typename Fn, typename Stub>
+Fn AtenKernel(Stub& stub) {
+  if (void* cached = CpuPointer(stub).load()) return reinterpret_cast<Fn>(cached);
+  const std::string type = typeid(at::native::DispatchStub<Fn, Stub>).name();  // N2at6native12DispatchStubI...EE
+  if (type.size() < 2 || type.front() != 'N' || type.back() != 'E') return nullptr;
+  auto member = [&](const char* name) -> Fn {
+    void* sym = dlsym(RTLD_DEFAULT, ("_Z" + type.substr(0, type.size() - 1) + name + "E").c_str());
+    return sym ? *static_cast<Fn*>(sym) : nullptr;
+  };
+#if FT_TORCH_AT_LEAST(2, 0)
+  // DispatchStubImpl::choose_cpu_impl: AVX512 where ATen runs it and the kernel exists, then AVX2.
+  const std::string capability = at::get_cpu_capability();  // "AVX512", "AVX2" or "NO AVX" on x86-64
+  if (capability == "AVX512") {
+    if (Fn f = member("6AVX512")) return f;
+  }
+  if (capability == "AVX512" || capability == "AVX2") return member("4AVX2");
+  return member("7DEFAULT");
+#else
+  return nullptr;
+#endif
 }
 
 // Whether two tensors of one shape and dtype hold the same bytes (NaN payloads included).
@@ -172,23 +202,23 @@ void MaxPool2d(const at::Tensor& output, const at::Tensor& indices, const at::Te
 
 // ATen's and ours on the same inputs: integers in [-3, 3] (ties in most windows), with NaN, +inf
 // and -inf, windows from 2x2 to 5x5 with and without padding and ceil mode, rows wide enough for
-// the eight-lane path and with every kind of edge.
+// the eight-lane path and with every kind of edge, and a dilated case that ATen's kernel runs behind ours.
 bool MaxPoolAgrees() {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(4321);
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
-  struct Case { std::vector<int64_t> shape; int k, s, p; bool ceil; };
+  struct Case { std::vector<int64_t> shape; int k, s, p; bool ceil; int d = 1; };
   const Case cases[] = {{{2, 3, 11, 37}, 3, 2, 1, false}, {{2, 3, 11, 37}, 3, 2, 1, true}, {{3, 10, 40}, 2, 2, 0, false},
                         {{2, 2, 9, 41}, 3, 1, 1, false},  {{1, 2, 12, 45}, 5, 2, 2, true},  {{1, 3, 8, 33}, 3, 2, 0, true},
-                        {{1, 1, 7, 19}, 4, 1, 2, false},  {{2, 2, 6, 6}, 3, 2, 1, false}};
+                        {{1, 1, 7, 19}, 4, 1, 2, false},  {{2, 2, 6, 6}, 3, 2, 1, false},  {{1, 2, 9, 21}, 3, 2, 1, false, 2}};
   for (const Case& k : cases) {
     at::Tensor x = at::randint(-3, 4, k.shape, gen, at::TensorOptions().dtype(at::kFloat));
     float* d = x.data_ptr<float>();
     for (int64_t i = 0; i < x.numel(); i += 7) d[i] = (i / 7) % 3 == 0 ? nan : (i / 7) % 3 == 1 ? inf : -inf;
-    auto ref = at::max_pool2d_with_indices(x, {k.k, k.k}, {k.s, k.s}, {k.p, k.p}, {1, 1}, k.ceil);
-    if (!atenMaxPool) atenMaxPool = reinterpret_cast<MaxPoolFn>(CpuPointer(at::native::max_pool2d_kernel).load());
+    auto ref = at::max_pool2d_with_indices(x, {k.k, k.k}, {k.s, k.s}, {k.p, k.p}, {k.d, k.d}, k.ceil);
+    if (!atenMaxPool) atenMaxPool = AtenKernel<MaxPoolFn>(at::native::max_pool2d_kernel);
     if (!atenMaxPool) return false;
     at::Tensor out = at::empty_like(std::get<0>(ref)), ind = at::empty_like(std::get<1>(ref));
-    MaxPool2d(out, ind, x, k.k, k.k, k.s, k.s, k.p, k.p, 1, 1);
+    MaxPool2d(out, ind, x, k.k, k.k, k.s, k.s, k.p, k.p, k.d, k.d);  // dilated: ATen's kernel, from AtenKernel
     if (!SameBits(out, std::get<0>(ref)) || !SameBits(ind, std::get<1>(ref))) return false;
   }
   return true;
@@ -296,7 +326,7 @@ bool StatsAgree() {
     at::Tensor x = at::randn(shape, gen, opts) * 3 + 1.5;
     // The op once, so that the stub has chosen ATen's kernel.
     at::native_batch_norm(x, {}, {}, {}, {}, true, 0.1, 1e-5);
-    if (!atenStats) atenStats = reinterpret_cast<StatsFn>(CpuPointer(at::native::batch_norm_cpu_collect_stats_stub).load());
+    if (!atenStats) atenStats = AtenKernel<StatsFn>(at::native::batch_norm_cpu_collect_stats_stub);
     if (!atenStats) return false;
     at::Tensor m1 = at::empty({shape[1]}, opts), v1 = at::empty({shape[1]}, opts);
     at::Tensor m2 = at::empty({shape[1]}, opts), v2 = at::empty({shape[1]}, opts);
