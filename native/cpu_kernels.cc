@@ -135,40 +135,64 @@ __attribute__((target("avx2"))) inline __m256 Evens(__m256 a, __m256 b) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-// One output row: the outputs whose windows lie inside the row, eight at a time (the loads of a
-// stride-2 window reach 15 columns past its first), the others one at a time.
+// Lanes 1, 3, 5, ... 15 of a[0..7] b[0..7].
+__attribute__((target("avx2"))) inline __m256 Odds(__m256 a, __m256 b) {
+  const __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));  // a1 a3 b1 b3 | a5 a7 b5 b7
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// Outputs ow .. ow + 7 of a row, whose windows all lie inside the row's columns: the lanes of one
+// register go through the window as ATen's loop does, rows ih0 .. ih1 - 1, columns left to right.
+template <int Stride>
+__attribute__((target("avx2"))) inline void MaxEight(const float* plane, const Pool& g, int64_t ih0, int64_t ih1, int64_t ow,
+                                                     float* out, int64_t* ind) {
+  const __m256i lanes = _mm256_setr_epi32(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
+  const int64_t iwBase = ow * Stride - g.padW;
+  const __m256i iw = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(iwBase)), lanes);
+  __m256i maxIndex = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(ih0 * g.W)), iw);
+  __m256 maxVal = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t ih = ih0; ih < ih1; ih++) {
+    const float* row = plane + ih * g.W + iwBase;
+    const __m256i rowIndex = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(ih * g.W)), iw);
+    for (int kw = 0; kw < g.kW; kw++) {
+      const float* p = row + kw;
+      __m256 val;
+      if (Stride == 1) {
+        val = _mm256_loadu_ps(p);
+      } else if (iwBase + kw + 15 < g.W) {
+        val = Evens(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
+      } else {  // the last lane's column is the row's last: the 16 loaded start one column earlier
+        val = Odds(_mm256_loadu_ps(p - 1), _mm256_loadu_ps(p + 7));
+      }
+      // (val > maxval) || isnan(val): an ordered compare is false against NaN, as C++'s > is
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(val, maxVal, _CMP_GT_OQ), _mm256_cmp_ps(val, val, _CMP_UNORD_Q));
+      maxVal = _mm256_blendv_ps(maxVal, val, take);
+      const __m256i index = _mm256_add_epi32(rowIndex, _mm256_set1_epi32(kw));
+      maxIndex = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(maxIndex), _mm256_castsi256_ps(index), take));
+    }
+  }
+  _mm256_storeu_ps(out + ow, maxVal);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(ind + ow), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(maxIndex)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(ind + ow + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(maxIndex, 1)));
+}
+
+// One output row: the outputs whose windows lie inside the row's columns eight at a time (the
+// last eight overlapping the block before where the count is not a multiple of 8: the same
+// outputs, computed again), the others (windows clipped by the padding) one at a time.
 template <int Stride>
 __attribute__((target("avx2"))) void MaxRow(const float* plane, const Pool& g, int64_t oh, float* out, int64_t* ind) {
-  constexpr int64_t reach = Stride == 1 ? 7 : 15;
   int64_t ih0 = oh * g.dH - g.padH;
   const int64_t ih1 = std::min<int64_t>(ih0 + g.kH, g.H);
   ih0 = std::max<int64_t>(ih0, 0);
-  const int64_t owLo = (g.padW + Stride - 1) / Stride;             // first ow whose window starts at column >= 0
-  const int64_t room = g.W - reach - g.kW + g.padW;                // ow * Stride <= room: every load in the row
-  const int64_t owHi = room >= 0 ? room / Stride + 1 : 0;          // first lane's ow stays below this
-  const __m256i lanes = _mm256_setr_epi32(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
+  const int64_t owLo = std::min<int64_t>(g.OW, (g.padW + Stride - 1) / Stride);  // first window from column >= 0
+  const int64_t fit = g.W - g.kW + g.padW;                                       // ow * Stride <= fit: window inside
+  const int64_t owEnd = fit >= 0 ? std::min<int64_t>(g.OW, fit / Stride + 1) : 0;
   int64_t ow = 0;
-  for (; ow < std::min(owLo, g.OW); ow++) MaxOne(plane, g, oh, ow, out + ow, ind + ow);
-  for (; ow + 8 <= g.OW && ow < owHi; ow += 8) {
-    const int64_t iwBase = ow * Stride - g.padW;
-    const __m256i iw = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(iwBase)), lanes);
-    __m256i maxIndex = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(ih0 * g.W)), iw);
-    __m256 maxVal = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int64_t ih = ih0; ih < ih1; ih++) {
-      const float* row = plane + ih * g.W + iwBase;
-      const __m256i rowIndex = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(ih * g.W)), iw);
-      for (int kw = 0; kw < g.kW; kw++) {
-        const __m256 val = Stride == 1 ? _mm256_loadu_ps(row + kw) : Evens(_mm256_loadu_ps(row + kw), _mm256_loadu_ps(row + kw + 8));
-        // (val > maxval) || isnan(val): an ordered compare is false against NaN, as C++'s > is
-        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(val, maxVal, _CMP_GT_OQ), _mm256_cmp_ps(val, val, _CMP_UNORD_Q));
-        maxVal = _mm256_blendv_ps(maxVal, val, take);
-        const __m256i index = _mm256_add_epi32(rowIndex, _mm256_set1_epi32(kw));
-        maxIndex = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(maxIndex), _mm256_castsi256_ps(index), take));
-      }
-    }
-    _mm256_storeu_ps(out + ow, maxVal);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ind + ow), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(maxIndex)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ind + ow + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(maxIndex, 1)));
+  if (owEnd - owLo >= 8 && (Stride == 1 || g.W >= 16)) {
+    for (; ow < owLo; ow++) MaxOne(plane, g, oh, ow, out + ow, ind + ow);
+    for (; ow + 8 <= owEnd; ow += 8) MaxEight<Stride>(plane, g, ih0, ih1, ow, out, ind);
+    if (ow < owEnd) MaxEight<Stride>(plane, g, ih0, ih1, owEnd - 8, out, ind);
+    ow = owEnd;
   }
   for (; ow < g.OW; ow++) MaxOne(plane, g, oh, ow, out + ow, ind + ow);
 }
