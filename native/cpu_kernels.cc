@@ -1,10 +1,11 @@
-// Two ATen CPU kernels done faster, with ATen's bits: max-pool with indices, and (libtorch 1.13)
-// batch norm's training statistics.
+// Two ATen CPU kernels done faster, with ATen's bits: max-pool with indices, and batch norm's
+// training statistics.
 //
 // Both ATen kernels are scalar loops bound by latency. max_pool2d_with_indices walks each window
 // with a compare and a branch per element: 43-58 ms of resnet18's step at 1 thread here (8 x 64 x
-// 96 x 96, 3x3, stride 2), 23 ms at 2. 1.13's batch-norm statistics add every element of a
-// channel into one double, one add waiting on the last: about 27 ms of the step at 1 thread.
+// 96 x 96, 3x3, stride 2), 23 ms at 2. The batch-norm statistics (1.13 and 2.x alike) add every
+// element of a channel into one double, one add waiting on the last: about 27 ms of the step at
+// 1 thread.
 //
 // The replacements do the same float operations in the same order for each output:
 // - max-pool runs eight outputs of a row in the lanes of an AVX2 register, with the same compare
@@ -249,9 +250,9 @@ bool MaxPoolAgrees() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Batch norm's training statistics (libtorch 1.13's batch_norm_cpu_collect_stats_contiguous_impl)
+// Batch norm's training statistics (ATen's batch_norm_cpu_collect_stats_contiguous_impl for float:
+// the same scalar loops in 1.13 and 2.x)
 
-#if !FT_TORCH_AT_LEAST(2, 0)
 using StatsFn = void (*)(at::Tensor&, at::Tensor&, const at::Tensor&);
 StatsFn atenStats = nullptr;
 
@@ -326,7 +327,9 @@ void StatsOne(const float* in, int64_t batches, int64_t C, int64_t S, int64_t c,
 }
 
 void BatchNormStats(at::Tensor& mean, at::Tensor& varSum, const at::Tensor& input) {
+  // Where ATen takes its contiguous loop in 1.13 (is_contiguous) and in 2.x (suggest_memory_format).
   const bool ours = input.scalar_type() == at::kFloat && input.dim() >= 3 && input.numel() > 0 && input.is_contiguous() &&
+                    input.suggest_memory_format() == at::MemoryFormat::Contiguous &&
                     input.numel() / input.size(0) / input.size(1) > 1 && mean.scalar_type() == at::kFloat &&
                     mean.is_contiguous() && varSum.scalar_type() == at::kFloat && varSum.is_contiguous();
   if (!ours) return atenStats(mean, varSum, input);
@@ -360,7 +363,6 @@ bool StatsAgree() {
   }
   return true;
 }
-#endif
 
 #endif  // __x86_64__
 
@@ -378,12 +380,10 @@ void InstallCpuKernels() {
         CpuPointer(at::native::max_pool2d_kernel).store(reinterpret_cast<void*>(&MaxPool2d));
         installed.push_back("max_pool2d");
       }
-#if !FT_TORCH_AT_LEAST(2, 0)
       if (StatsAgree()) {
         CpuPointer(at::native::batch_norm_cpu_collect_stats_stub).store(reinterpret_cast<void*>(&BatchNormStats));
         installed.push_back("batch_norm_stats");
       }
-#endif
     } catch (const std::exception&) {
       // A probe that throws leaves ATen's kernel in place; nothing else depends on these.
     }

@@ -1,6 +1,6 @@
 /**
- * finetorch's own CPU kernels (native/cpu_kernels.cc): max-pool with indices and, on libtorch 1.13,
- * batch norm's training statistics, put in place of ATen's when the addon loads. They must give
+ * finetorch's own CPU kernels (native/cpu_kernels.cc): max-pool with indices and batch norm's
+ * training statistics, put in place of ATen's when the addon loads. They must give
  * what PyTorch gives, bit for bit: here a scripted module runs every case once in Python and once
  * in finetorch on the same input files, at 2 threads on both sides, and every byte of every
  * output is compared. The cases cover what the replacements take (float32, contiguous, stride 1
@@ -113,10 +113,10 @@ for j, t in enumerate(m(*ins)):
   }
 }, 180_000);
 
-test('backends.cpu.kernels names the kernels in place: max-pool where the CPU has AVX2, batch-norm statistics on libtorch 1.x too; FINETORCH_CPU_KERNELS=0 keeps ATen\'s', () => {
+test('backends.cpu.kernels names the kernels in place, both where the CPU has AVX2; FINETORCH_CPU_KERNELS=0 keeps ATen\'s', () => {
   const flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
   const avx2 = process.arch === 'x64' && flags.includes('avx2');
-  const expected = !avx2 ? [] : torch.version.libtorch.startsWith('1.') ? ['max_pool2d', 'batch_norm_stats'] : ['max_pool2d'];
+  const expected = avx2 ? ['max_pool2d', 'batch_norm_stats'] : [];
   expect(torch.backends.cpu.kernels).toEqual(expected);
   const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.join(__dirname, '..', 'dist'))}).backends.cpu.kernels))`;
   const off = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, FINETORCH_CPU_KERNELS: '0' } }).toString();
