@@ -144,8 +144,8 @@ export const backends = {
     /**
      * The ATen CPU kernels finetorch runs its own, faster versions of in this process, which give
      * ATen's results bit for bit: `'max_pool2d'` (max-pool with indices, eight outputs at a time:
-     * 4-6x ATen's on resnet18's stem) and `'batch_norm_stats'` (batch norm's training mean and
-     * variance, eight channels at a time: 2-3x). Each is put in place of ATen's when the
+     * 3.4-7.5x ATen's on resnet18's stem) and `'batch_norm_stats'` (batch norm's training mean and
+     * variance, eight channels at a time: 1.5-3.5x). Each is put in place of ATen's when the
      * addon loads, only where it matched ATen's kernel in every bit on a probe with ties, NaN and
      * infinities; other dtypes, layouts and dilations still run ATen's. Empty on CPUs without AVX2
      * or with `FINETORCH_CPU_KERNELS=0` in the environment.
