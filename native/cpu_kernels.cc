@@ -368,6 +368,8 @@ bool StatsAgree() {
 
 }  // namespace
 
+// The stubs keep pointers into this addon for the rest of the process: Node never unloads an
+// addon, worker threads included.
 void InstallCpuKernels() {
   static std::once_flag once;
   std::call_once(once, [] {
