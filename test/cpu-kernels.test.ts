@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as torch from '../lib';
 import type { Tensor } from '../lib';
-import { runPy, tmpDir } from './helpers/train-fixtures';
+import { readF32, runPy, tmpDir } from './helpers/train-fixtures';
 
 let dir = '';
 
@@ -60,11 +60,6 @@ class Cases(torch.nn.Module):
         return out
 `;
 
-const loadF32 = (file: string, shape: number[]): Tensor => {
-  const b = fs.readFileSync(file);
-  return torch.tensor(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)), { shape });
-};
-
 test('max-pool with indices and batch-norm statistics give PyTorch\'s bits on the cases finetorch\'s kernels take and on those they hand to ATen', async () => {
   dir = tmpDir('cpukernels');
   const file = path.join(dir, 'cases.pt');
@@ -95,7 +90,7 @@ for j, t in enumerate(m(*ins)):
   await torch.setNumThreads(2);
   try {
     const model = await torch.jit.load(file);
-    const inputs = names.map((n) => loadF32(path.join(dir, `${n}.f32`), SHAPES[n as keyof typeof SHAPES]));
+    const inputs = names.map((n) => torch.tensor(readF32(path.join(dir, `${n}.f32`)), { shape: SHAPES[n as keyof typeof SHAPES] }));
     const outs = await model.runMethod('forward', ...inputs) as Tensor[];
     expect(outs.length).toBe(2 * 15 + 5 * 6);
     const differ: number[] = [];
